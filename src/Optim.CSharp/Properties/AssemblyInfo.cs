@@ -1,0 +1,4 @@
+using System.Runtime.CompilerServices;
+
+[assembly: InternalsVisibleTo("Optim.Tests")]
+[assembly: InternalsVisibleTo("Optim.Bench")]
