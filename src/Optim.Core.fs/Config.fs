@@ -10,72 +10,20 @@ open Optim.Core
 // ---------------------------------------------------------------------------------------------
 // JSON → PyValue
 
-/// Python's `json.loads` view of a JSON value: integers without `.`/exponent are ints, other numbers
-/// floats, objects ordered dicts (a repeated key keeps its first position and its last value, as
-/// Python's dict assignment does).
-let rec ofJson (e: JsonElement) : PyValue =
-    match e.ValueKind with
-    | JsonValueKind.Null
-    | JsonValueKind.Undefined -> PyValue.None
-    | JsonValueKind.True -> PyValue.Bool true
-    | JsonValueKind.False -> PyValue.Bool false
-    | JsonValueKind.String -> PyValue.Str(e.GetString())
-    | JsonValueKind.Number ->
-        let raw = e.GetRawText()
-        if raw.IndexOfAny [| '.'; 'e'; 'E' |] >= 0 then PyValue.Float(e.GetDouble())
-        else
-            match e.TryGetInt64() with
-            | true, i -> PyValue.Int i
-            | _ -> PyValue.Float(e.GetDouble())
-    | JsonValueKind.Array -> PyValue.List [ for x in e.EnumerateArray() -> ofJson x ]
-    | JsonValueKind.Object ->
-        let mutable kvs = []
-        for p in e.EnumerateObject() do
-            kvs <- PyValue.set p.Name (ofJson p.Value) kvs
-        PyValue.Dict kvs
-    | _ -> PyValue.None
-
-/// Parses JSON text into a Python-like value (comments and trailing commas allowed, as config files
-/// tend to have them). Malformed JSON is an error value.
-let parseJson (text: string) : Result<PyValue, CoreError> =
-    try
-        let options = JsonDocumentOptions(CommentHandling = JsonCommentHandling.Skip, AllowTrailingCommas = true)
-        use doc = JsonDocument.Parse(text, options)
-        Ok(ofJson doc.RootElement)
-    with :? JsonException as ex ->
-        Error(CoreError.at "" PyErrorKind.ValueError ("invalid JSON: " + ex.Message))
-
-/// Writes a Python-like value as JSON (tuples as arrays; non-finite floats as the strings "nan",
-/// "inf", "-inf" as the golden files do).
-let rec writeJson (w: Utf8JsonWriter) (v: PyValue) =
+/// Python's dict semantics on parsed JSON: a repeated key keeps its first position and its last
+/// value (as `json.loads` builds dicts).
+let rec private pythonDicts (v: PyValue) =
     match v with
-    | PyValue.None -> w.WriteNullValue()
-    | PyValue.Bool b -> w.WriteBooleanValue b
-    | PyValue.Int i -> w.WriteNumberValue i
-    | PyValue.Float f when Double.IsFinite f ->
-        // Shortest round trip, with Python's look for integral floats (1.0, not 1).
-        w.WriteRawValue(PyFormat.float f)
-    | PyValue.Float f -> w.WriteStringValue(PyFormat.float f)
-    | PyValue.Str s -> w.WriteStringValue s
-    | PyValue.List xs
-    | PyValue.Tuple xs ->
-        w.WriteStartArray()
-        for x in xs do
-            writeJson w x
-        w.WriteEndArray()
-    | PyValue.Dict kvs ->
-        w.WriteStartObject()
-        for (k, x) in kvs do
-            w.WritePropertyName k
-            writeJson w x
-        w.WriteEndObject()
+    | PyValue.Dict kvs -> PyValue.Dict((([]: (string * PyValue) list), kvs) ||> List.fold (fun acc (k, x) -> PyValue.set k (pythonDicts x) acc))
+    | PyValue.List xs -> PyValue.List(List.map pythonDicts xs)
+    | other -> other
 
-/// A Python-like value as JSON text.
-let toJsonText (indented: bool) (v: PyValue) =
-    use ms = new IO.MemoryStream()
-    (use w = new Utf8JsonWriter(ms, JsonWriterOptions(Indented = indented))
-     writeJson w v)
-    Text.Encoding.UTF8.GetString(ms.ToArray())
+/// Parses JSON text into a Python-like value (`PyJson`: ints stay ints; comments and trailing
+/// commas allowed). Malformed JSON is an error value.
+let parseJson (text: string) : Result<PyValue, ConfigError> =
+    match PyJson.parse text with
+    | Ok v -> Ok(pythonDicts v)
+    | Error msg -> Error(ConfigError.at "" ErrorKind.Value ("invalid JSON: " + msg))
 
 // ---------------------------------------------------------------------------------------------
 // Hyper-parameters
@@ -131,9 +79,9 @@ let knownHyperParameters : (string * HyperKind) list =
 
 let private hyperKinds = Map.ofList knownHyperParameters
 
-let private checkHyper (path: string) (kind: HyperKind) (v: PyValue) : CoreError option =
+let private checkHyper (path: string) (kind: HyperKind) (v: PyValue) : ConfigError option =
     let err expected =
-        Some(CoreError.at path PyErrorKind.TypeError (sprintf "expected %s, got %s" expected (PyValue.kind v)))
+        Some(ConfigError.at path ErrorKind.Type (sprintf "expected %s, got %s" expected (PyValue.kind v)))
     match kind, v with
     | HyperKind.Number, (PyValue.Int _ | PyValue.Float _ | PyValue.None) -> None
     | HyperKind.Number, _ -> err "a number"
@@ -143,7 +91,7 @@ let private checkHyper (path: string) (kind: HyperKind) (v: PyValue) : CoreError
     | HyperKind.OptionalFlag, _ -> err "true, false or null"
     | HyperKind.Pair, (PyValue.List xs | PyValue.Tuple xs) ->
         if xs.Length <> 2 then
-            Some(CoreError.at path PyErrorKind.TypeError (sprintf "expected two numbers, got %d" xs.Length))
+            Some(ConfigError.at path ErrorKind.Type (sprintf "expected two numbers, got %d" xs.Length))
         else
             xs
             |> List.mapi (fun i x -> i, x)
@@ -152,7 +100,7 @@ let private checkHyper (path: string) (kind: HyperKind) (v: PyValue) : CoreError
                 | PyValue.Int _ | PyValue.Float _ -> None
                 | other ->
                     Some(
-                        CoreError.at (CoreError.index path i) PyErrorKind.TypeError
+                        ConfigError.at (ConfigError.index path i) ErrorKind.Type
                             (sprintf "expected a number, got %s" (PyValue.kind other))
                     ))
     | HyperKind.Pair, _ -> err "two numbers"
@@ -296,46 +244,46 @@ let ofOptimizer (optimizer: OptimizerConfig) : OptimWrapperConfig =
 let private dtypes = [ "float16"; "bfloat16"; "float32"; "float64" ]
 
 /// Checks an `optimizer` dict (path `optimizer`).
-let parseOptimizer (path: string) (v: PyValue) : Result<OptimizerConfig, CoreError list> =
+let parseOptimizer (path: string) (v: PyValue) : Result<OptimizerConfig, ConfigError list> =
     match v with
     | PyValue.Dict kvs ->
-        let errors = ResizeArray<CoreError>()
+        let errors = ResizeArray<ConfigError>()
         let typ =
             match PyValue.tryFind "type" kvs with
             | None -> None
             | Some(PyValue.Str s) when s <> "" -> Some s
             | Some other ->
                 errors.Add(
-                    CoreError.at (CoreError.key path "type") PyErrorKind.TypeError
+                    ConfigError.at (ConfigError.key path "type") ErrorKind.Type
                         (sprintf "expected the name of a registered optimizer, got %s" (PyValue.kind other)))
                 None
         let args = kvs |> List.filter (fun (k, _) -> k <> "type")
         for (k, x) in args do
             match Map.tryFind k hyperKinds with
-            | Some kind -> checkHyper (CoreError.key path k) kind x |> Option.iter errors.Add
+            | Some kind -> checkHyper (ConfigError.key path k) kind x |> Option.iter errors.Add
             | None when k = "params" ->
                 errors.Add(
-                    CoreError.at (CoreError.key path k) PyErrorKind.ValueError
+                    ConfigError.at (ConfigError.key path k) ErrorKind.Value
                         "parameters come from the model; the config cannot list them")
             | None -> ()
         if errors.Count > 0 then Error(List.ofSeq errors) else Ok { Type = typ; Args = args }
     | other ->
-        Error [ CoreError.at path PyErrorKind.TypeError (sprintf "expected an object, got %s" (PyValue.kind other)) ]
+        Error [ ConfigError.at path ErrorKind.Type (sprintf "expected an object, got %s" (PyValue.kind other)) ]
 
 let private wrapperKeys = set [ "type"; "optimizer"; "paramwise_cfg"; "constructor"; "accumulative_counts"; "clip_grad"; "loss_scale"; "dtype" ]
 
 /// The typed `optim_wrapper` config of a Python-like dict, or every problem found.
-let parse (v: PyValue) : Result<OptimWrapperConfig, CoreError list> =
+let parse (v: PyValue) : Result<OptimWrapperConfig, ConfigError list> =
     match v with
     | PyValue.Dict kvs ->
-        let errors = ResizeArray<CoreError>()
+        let errors = ResizeArray<ConfigError>()
         let name key fallback =
             match PyValue.tryFind key kvs with
             | None -> fallback
             | Some(PyValue.Str s) when s <> "" -> s
             | Some other ->
                 errors.Add(
-                    CoreError.at key PyErrorKind.TypeError (sprintf "expected a registered name, got %s" (PyValue.kind other)))
+                    ConfigError.at key ErrorKind.Type (sprintf "expected a registered name, got %s" (PyValue.kind other)))
                 fallback
         let typ = name "type" "OptimWrapper"
         let constructor = name "constructor" "DefaultOptimWrapperConstructor"
@@ -352,28 +300,30 @@ let parse (v: PyValue) : Result<OptimWrapperConfig, CoreError list> =
         let acc =
             match PyValue.tryFind "accumulative_counts" kvs with
             | None -> None
-            | Some(PyValue.Int i) when i >= 1L && i <= int64 Int32.MaxValue -> Some(int i)
-            | Some(PyValue.Int i) ->
-                errors.Add(
-                    CoreError.at "accumulative_counts" PyErrorKind.AssertionError
-                        (sprintf "_accumulative_counts at least greater than or equal to 1 (expected a positive integer, got %d)" i))
-                None
+            | Some(PyValue.Int i) when i <= int64 Int32.MaxValue && i >= int64 Int32.MinValue ->
+                match Accumulation.create (int i) with
+                | Ok _ -> Some(int i)
+                | Error e ->
+                    errors.Add(ConfigError.ofRule "accumulative_counts" { e with Message = sprintf "%s (got %d)" e.Message i })
+                    None
             | Some other ->
                 errors.Add(
-                    CoreError.at "accumulative_counts" PyErrorKind.TypeError
+                    ConfigError.at "accumulative_counts" ErrorKind.Type
                         (sprintf "expected a positive integer, got %s" (PyValue.kind other)))
                 None
         let clip =
             match PyValue.tryFind "clip_grad" kvs with
             | None | Some PyValue.None -> None
-            | Some(PyValue.Dict d) -> Some d
-            | Some other ->
-                errors.Add(
-                    CoreError.at "clip_grad" PyErrorKind.AssertionError
-                        (sprintf
-                            "If `clip_grad` is not None, it should be a `dict` which is the arguments of `torch.nn.utils.clip_grad_norm_` or clip_grad_value_` (got %s)"
-                            (PyValue.kind other)))
-                None
+            | Some v ->
+                // The wrapper's own rules (Clipping), checked now so that every error is reported at once.
+                match Clipping.parse v, v with
+                | Ok _, PyValue.Dict d -> Some d
+                | Ok _, _ -> None
+                | Error e, _ ->
+                    // Clipping's messages name `clip_grad.key` themselves.
+                    let path = if e.Message.StartsWith "clip_grad" then "" else "clip_grad"
+                    errors.Add(ConfigError.ofRule path e)
+                    None
         let lossScale =
             match PyValue.tryFind "loss_scale" kvs with
             | None -> None
@@ -382,7 +332,7 @@ let parse (v: PyValue) : Result<OptimWrapperConfig, CoreError list> =
             | Some(PyValue.Dict d) -> Some(LossScale.Custom d)
             | Some other ->
                 errors.Add(
-                    CoreError.at "loss_scale" PyErrorKind.TypeError
+                    ConfigError.at "loss_scale" ErrorKind.Type
                         (sprintf "loss_scale must be of type float, dict, or \"dynamic\", but got %s" (PyFormat.str other)))
                 None
         let dtype =
@@ -391,12 +341,12 @@ let parse (v: PyValue) : Result<OptimWrapperConfig, CoreError list> =
             | Some(PyValue.Str s) when List.contains s dtypes -> Some s
             | Some(PyValue.Str s) ->
                 errors.Add(
-                    CoreError.at "dtype" PyErrorKind.AssertionError
+                    ConfigError.at "dtype" ErrorKind.Assertion
                         (sprintf "dtype should be any of ('float16', 'bfloat16', 'float32', 'float64'), got %s" s))
                 None
             | Some other ->
                 errors.Add(
-                    CoreError.at "dtype" PyErrorKind.AssertionError
+                    ConfigError.at "dtype" ErrorKind.Assertion
                         (sprintf "dtype should be None or instance of torch.dtype, got %s" (PyFormat.str other)))
                 None
         if errors.Count > 0 then
@@ -416,10 +366,10 @@ let parse (v: PyValue) : Result<OptimWrapperConfig, CoreError list> =
                     kvs
                     |> List.map fst
                     |> List.filter (fun k -> k <> "type" && k <> "optimizer" && k <> "paramwise_cfg" && k <> "constructor") }
-    | other -> Error [ CoreError.at "" PyErrorKind.TypeError (sprintf "optim_wrapper config must be an object, got %s" (PyValue.kind other)) ]
+    | other -> Error [ ConfigError.at "" ErrorKind.Type (sprintf "optim_wrapper config must be an object, got %s" (PyValue.kind other)) ]
 
 /// Parses JSON text straight to the typed config.
-let parseText (text: string) : Result<OptimWrapperConfig, CoreError list> =
+let parseText (text: string) : Result<OptimWrapperConfig, ConfigError list> =
     match parseJson text with
     | Ok v -> parse v
     | Error e -> Error [ e ]
@@ -427,18 +377,18 @@ let parseText (text: string) : Result<OptimWrapperConfig, CoreError list> =
 /// What DefaultOptimWrapperConstructor checks when it is created (SPEC §6.1) plus the optimizer
 /// `type` it needs when called: the validated paramwise settings, or every problem (paths from the
 /// config root).
-let defaultConstructorSettings (cfg: OptimWrapperConfig) : Result<OptimizerConfig * Paramwise.Settings, CoreError list> =
+let defaultConstructorSettings (cfg: OptimWrapperConfig) : Result<OptimizerConfig * Paramwise.Settings, ConfigError list> =
     match cfg.Optimizer with
     | None ->
-        Error [ CoreError.at "optimizer" PyErrorKind.AssertionError "`optim_wrapper_cfg` must contain \"optimizer\" config" ]
+        Error [ ConfigError.at "optimizer" ErrorKind.Assertion "`optim_wrapper_cfg` must contain \"optimizer\" config" ]
     | Some optimizer ->
         let typeErrors =
             match optimizer.Type with
             | Some _ -> []
             | None ->
-                [ CoreError.at "optimizer.type" PyErrorKind.KeyError
+                [ ConfigError.at "optimizer.type" ErrorKind.Key
                       "`cfg` or `default_args` must contain the key \"type\" (the name of a registered optimizer, e.g. \"SGD\")" ]
         match Paramwise.settingsOf cfg.ParamwiseCfg optimizer.BaseWd, typeErrors with
         | Ok settings, [] -> Ok(optimizer, settings)
         | Ok _, es -> Error es
-        | Error pes, es -> Error((pes |> List.map (CoreError.under "paramwise_cfg")) @ es)
+        | Error pes, es -> Error((pes |> List.map (ConfigError.under "paramwise_cfg")) @ es)

@@ -1,14 +1,24 @@
 namespace Optim.Core
 
-/// Which Python exception MMEngine raises for a failure. The facade maps each kind to a .NET
-/// exception type; tests of the port match on the kind and a message substring, as MMEngine's
-/// tests match on the Python type and a regex.
+/// What kind of failure MMEngine reports for a rule, so the facade can raise the matching .NET
+/// exception (Python's AssertionError/ValueError/TypeError/KeyError/RuntimeError).
 [<RequireQualifiedAccess>]
-type PyErrorKind =
-    | TypeError
-    | ValueError
-    | KeyError
-    | AssertionError
+type ErrorKind =
+    | Assertion
+    | Value
+    | Type
+    | Key
+    | Runtime
+
+/// A rule violated: its kind and MMEngine's message (tests match on message substrings).
+type RuleError = { Kind: ErrorKind; Message: string }
+
+module RuleError =
+    let assertion msg = { Kind = ErrorKind.Assertion; Message = msg }
+    let value msg = { Kind = ErrorKind.Value; Message = msg }
+    let typeError msg = { Kind = ErrorKind.Type; Message = msg }
+    let key msg = { Kind = ErrorKind.Key; Message = msg }
+    let runtime msg = { Kind = ErrorKind.Runtime; Message = msg }
 
 /// Python-like arithmetic and type names on `PyValue` numbers.
 module PyNum =
@@ -93,12 +103,12 @@ module PyStr =
     /// Python's `needle in haystack` for str.
     let contains (needle: string) (haystack: string) = haystack.Contains(needle, System.StringComparison.Ordinal)
 
-/// One problem found in a configuration or while applying it: where (a JSON path such as
-/// `optimizer.betas` or `paramwise_cfg.custom_keys["backbone.layer0"].lr_mult`; empty for the
-/// whole config), which Python exception MMEngine would raise, and what was expected.
-type CoreError =
+/// One problem found in a configuration: where (a JSON path such as `optimizer.betas` or
+/// `paramwise_cfg.custom_keys["backbone.layer0"].lr_mult`; empty for the whole config), which Python
+/// exception MMEngine would raise, and what was expected.
+type ConfigError =
     { Path: string
-      Kind: PyErrorKind
+      Kind: ErrorKind
       Message: string }
 
     /// `path: message` (just the message for the whole config).
@@ -106,7 +116,7 @@ type CoreError =
         if this.Path = "" then this.Message else this.Path + ": " + this.Message
 
 /// Building JSON paths and errors.
-module CoreError =
+module ConfigError =
 
     let private plain (k: string) =
         k <> ""
@@ -123,10 +133,13 @@ module CoreError =
     let index (parent: string) (i: int) = sprintf "%s[%d]" parent i
 
     /// An error at `path`.
-    let at (path: string) (kind: PyErrorKind) (message: string) = { Path = path; Kind = kind; Message = message }
+    let at (path: string) (kind: ErrorKind) (message: string) = { Path = path; Kind = kind; Message = message }
+
+    /// A rule error at `path`.
+    let ofRule (path: string) (e: RuleError) = { Path = path; Kind = e.Kind; Message = e.Message }
 
     /// The same error, its path placed under `parent`.
-    let under (parent: string) (e: CoreError) =
+    let under (parent: string) (e: ConfigError) =
         let path =
             if e.Path = "" then parent
             elif parent = "" then e.Path

@@ -101,7 +101,7 @@ type Settings =
 type Plan = { Groups: GroupPlan list; Logs: LogLine list }
 
 /// `plan` failed part way (MMEngine raises there): the error and what had been planned and logged.
-type PlanFailure = { Error: CoreError; Partial: Plan }
+type PlanFailure = { Error: RuleError; Partial: Plan }
 
 /// No paramwise_cfg (None or `{}`): MMEngine then passes `model.parameters()` as one group and logs
 /// nothing. Any key at all, even an unknown one, selects the per-parameter path.
@@ -131,56 +131,56 @@ let private baseWdMissing =
 /// the value types MMEngine would only trip over later (a multiplier that is not a number). Errors
 /// come in MMEngine's check order (the first is what MMEngine raises); paths are relative to
 /// `paramwise_cfg`.
-let settingsOf (paramwise: PyValue) (baseWd: PyValue) : Result<Settings, CoreError list> =
+let settingsOf (paramwise: PyValue) (baseWd: PyValue) : Result<Settings, ConfigError list> =
     match paramwise with
     | PyValue.None -> Ok emptySettings
     | PyValue.Dict raw ->
-        let errors = ResizeArray<CoreError>()
+        let errors = ResizeArray<ConfigError>()
         let customKeys =
             match PyValue.tryFind "custom_keys" raw with
             | None -> []
             | Some(PyValue.Dict entries) ->
                 entries
                 |> List.choose (fun (k, entry) ->
-                    let path = CoreError.key "custom_keys" k
+                    let path = ConfigError.key "custom_keys" k
                     match entry with
                     | PyValue.Dict kvs ->
                         for mk in [ "lr_mult"; "decay_mult" ] do
                             match PyValue.tryFind mk kvs with
                             | Some v when not (PyNum.isNumber v) ->
                                 errors.Add(
-                                    CoreError.at (CoreError.key path mk) PyErrorKind.TypeError
+                                    ConfigError.at (ConfigError.key path mk) ErrorKind.Type
                                         (sprintf "expected a number, got %s" (PyValue.kind v)))
                             | _ -> ()
                         if kvs |> List.exists (fun (x, _) -> x = "params") then
                             errors.Add(
-                                CoreError.at (CoreError.key path "params") PyErrorKind.ValueError
+                                ConfigError.at (ConfigError.key path "params") ErrorKind.Value
                                     "a custom_keys entry cannot set `params`")
                         Some(k, kvs)
                     | other ->
                         errors.Add(
-                            CoreError.at path PyErrorKind.TypeError
+                            ConfigError.at path ErrorKind.Type
                                 (sprintf "each custom_keys entry must be a dict, but got %s" (PyNum.typeRepr other)))
                         None)
             | Some other ->
                 errors.Add(
-                    CoreError.at "custom_keys" PyErrorKind.TypeError
+                    ConfigError.at "custom_keys" ErrorKind.Type
                         (sprintf "If specified, custom_keys must be a dict, but got %s" (PyNum.typeRepr other)))
                 []
         if baseWd = PyValue.None then
             for (k, kvs) in customKeys do
                 if kvs |> List.exists (fun (x, _) -> x = "decay_mult") then
                     errors.Add(
-                        CoreError.at (CoreError.key (CoreError.key "custom_keys" k) "decay_mult") PyErrorKind.ValueError
+                        ConfigError.at (ConfigError.key (ConfigError.key "custom_keys" k) "decay_mult") ErrorKind.Value
                             baseWdMissing)
             for k in decayKeys do
                 if raw |> List.exists (fun (x, _) -> x = k) then
-                    errors.Add(CoreError.at k PyErrorKind.ValueError baseWdMissing)
+                    errors.Add(ConfigError.at k ErrorKind.Value baseWdMissing)
         let mult k =
             match PyValue.tryFind k raw with
             | Some v when v <> PyValue.None && not (PyNum.isNumber v) ->
                 errors.Add(
-                    CoreError.at k PyErrorKind.TypeError (sprintf "expected a number or null, got %s" (PyValue.kind v)))
+                    ConfigError.at k ErrorKind.Type (sprintf "expected a number or null, got %s" (PyValue.kind v)))
                 Some PyValue.None
             | o -> o
         let mults = multiplierKeys |> List.map (fun k -> k, mult k) |> Map.ofList
@@ -190,7 +190,7 @@ let settingsOf (paramwise: PyValue) (baseWd: PyValue) : Result<Settings, CoreErr
             | Some(PyValue.Bool b) -> b
             | Some other ->
                 errors.Add(
-                    CoreError.at "bypass_duplicate" PyErrorKind.TypeError
+                    ConfigError.at "bypass_duplicate" ErrorKind.Type
                         (sprintf "expected true or false, got %s" (PyValue.kind other)))
                 false
         if errors.Count > 0 then
@@ -208,7 +208,7 @@ let settingsOf (paramwise: PyValue) (baseWd: PyValue) : Result<Settings, CoreErr
                   BypassDuplicate = bypass }
     | other ->
         Error
-            [ CoreError.at "" PyErrorKind.TypeError
+            [ ConfigError.at "" ErrorKind.Type
                   (sprintf "paramwise_cfg should be None or a dict, but got %s" (PyNum.typeRepr other)) ]
 
 /// MMEngine's custom-key order: `sorted(sorted(keys), key=len, reverse=True)` — longest first,
@@ -255,9 +255,7 @@ let plan
         | Ok v -> Ok v
         | Error msg ->
             Error
-                { Error =
-                    CoreError.at "" PyErrorKind.TypeError
-                        (sprintf "%s (computing %s of %s)" msg what fact.FullName)
+                { Error = RuleError.typeError (sprintf "%s (computing %s of %s)" msg what fact.FullName)
                   Partial = partial () }
     let hasWd = baseWd <> PyValue.None
     let rec loop (facts: ParamFact list) =

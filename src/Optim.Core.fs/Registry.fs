@@ -21,12 +21,12 @@ let tryFind (name: string) (reg: Registry<'T>) =
 
 /// Registers `value` under each of `names` (aliases). A name already present is a KeyError unless
 /// `force`, which overwrites it in place. An empty or blank name is a ValueError.
-let register (names: string list) (force: bool) (value: 'T) (reg: Registry<'T>) : Result<Registry<'T>, CoreError> =
+let register (names: string list) (force: bool) (value: 'T) (reg: Registry<'T>) : Result<Registry<'T>, RuleError> =
     match names |> List.tryFind (fun n -> System.String.IsNullOrWhiteSpace n) with
-    | Some _ -> Error(CoreError.at "" PyErrorKind.ValueError (sprintf "a name in the %s registry cannot be empty" reg.Name))
+    | Some _ -> Error(RuleError.value (sprintf "a name in the %s registry cannot be empty" reg.Name))
     | None ->
         match names |> List.tryFind (fun n -> not force && (tryFind n reg).IsSome) with
-        | Some n -> Error(CoreError.at "" PyErrorKind.KeyError (sprintf "%s is already registered in %s" n reg.Name))
+        | Some n -> Error(RuleError.key (sprintf "%s is already registered in %s" n reg.Name))
         | None ->
             let entries =
                 (reg.Entries, names)
@@ -73,7 +73,7 @@ let notFoundMessage (name: string) (reg: Registry<'T>) =
     sprintf "%s is not in the %s registry.%s %s" name reg.Name suggestion listing
 
 /// The entry under `name`, or a KeyError listing the registered names and suggesting the closest.
-let find (name: string) (reg: Registry<'T>) : Result<'T, CoreError> =
+let find (name: string) (reg: Registry<'T>) : Result<'T, RuleError> =
     match tryFind name reg with
     | Some v -> Ok v
-    | None -> Error(CoreError.at "" PyErrorKind.KeyError (notFoundMessage name reg))
+    | None -> Error(RuleError.key (notFoundMessage name reg))

@@ -76,31 +76,32 @@ let config =
                   "optimizer.amsgrad: expected true or false, got an integer"
                   "optimizer.etas[1]: expected a number, got a string"
                   "optimizer.params: parameters come from the model; the config cannot list them"
-                  "accumulative_counts: _accumulative_counts at least greater than or equal to 1 (expected a positive integer, got 0)"
-                  "clip_grad: If `clip_grad` is not None, it should be a `dict` which is the arguments of `torch.nn.utils.clip_grad_norm_` or clip_grad_value_` (got a list)"
+                  "accumulative_counts: _accumulative_counts at least greater than or equal to 1 (got 0)"
+                  "clip_grad: If `clip_grad` is not None, it should be a `dict` which is the arguments of `torch.nn.utils.clip_grad_norm_` or clip_grad_value_`."
                   "dtype: dtype should be any of ('float16', 'bfloat16', 'float32', 'float64'), got float8" ]
                 "errors"
         }
         test "malformed JSON and a non-object config are errors, not exceptions" {
             Expect.stringStarts (errors """{"optimizer": """).Head "invalid JSON" "malformed"
             Expect.equal (errors "[1]") [ "optim_wrapper config must be an object, got a list" ] "list"
+            Expect.equal (errors """{"clip_grad": {"type": "norm", "max_norm": 1, "clip_value": 2}}""") [ "clip_grad: unexpected argument 'clip_value' (accepted: max_norm, norm_type, error_if_nonfinite, foreach)" ] "the wrapper's clip_grad rules"
         }
         test "DefaultOptimWrapperConstructor's checks: optimizer required, then paramwise against base_wd" {
             let check text =
                 match Config.defaultConstructorSettings (parse text) with
                 | Ok _ -> []
                 | Error es -> es |> List.map (fun e -> e.Kind, string e)
-            Expect.equal (check "{}") [ PyErrorKind.AssertionError, "optimizer: `optim_wrapper_cfg` must contain \"optimizer\" config" ] "no optimizer"
+            Expect.equal (check "{}") [ ErrorKind.Assertion, "optimizer: `optim_wrapper_cfg` must contain \"optimizer\" config" ] "no optimizer"
             let nowd = check """{"optimizer": {"type": "SGD", "lr": 0.01, "weight_decay": null}, "paramwise_cfg": {"bias_decay_mult": 1, "norm_decay_mult": 1}}"""
-            Expect.equal (nowd |> List.map fst) [ PyErrorKind.ValueError; PyErrorKind.ValueError ] "two ValueErrors"
+            Expect.equal (nowd |> List.map fst) [ ErrorKind.Value; ErrorKind.Value ] "two ValueErrors"
             Expect.stringContains (snd nowd.Head) "paramwise_cfg.bias_decay_mult: base_wd should not be None" "path and message"
-            Expect.equal (check """{"optimizer": {"type": "SGD", "lr": 0.1}, "paramwise_cfg": ["error"]}""") [ PyErrorKind.TypeError, "paramwise_cfg: paramwise_cfg should be None or a dict, but got <class 'list'>" ] "list paramwise"
-            Expect.equal (check """{"optimizer": {"lr": 0.1}}""" |> List.map fst) [ PyErrorKind.KeyError ] "no optimizer type"
+            Expect.equal (check """{"optimizer": {"type": "SGD", "lr": 0.1}, "paramwise_cfg": ["error"]}""") [ ErrorKind.Type, "paramwise_cfg: paramwise_cfg should be None or a dict, but got <class 'list'>" ] "list paramwise"
+            Expect.equal (check """{"optimizer": {"lr": 0.1}}""" |> List.map fst) [ ErrorKind.Key ] "no optimizer type"
             Expect.equal (check """{"optimizer": {"type": "SGD", "lr": 0.1}, "paramwise_cfg": {}}""") [] "empty paramwise"
         }
         test "the typed config writes back to the same JSON" {
             let text = """{"type":"OptimWrapper","optimizer":{"type":"SGD","lr":0.01,"betas":[0.9,0.999]},"paramwise_cfg":{"custom_keys":{"a.b":{"lr_mult":1e-05}}},"constructor":"DefaultOptimWrapperConstructor","accumulative_counts":2,"clip_grad":{"type":"value","clip_value":0.5}}"""
-            Expect.equal (Config.toJsonText false ((parse text).ToPyValue())) text "round trip"
+            Expect.equal (PyJson.write false ((parse text).ToPyValue())) text "round trip"
         }
     ]
 
@@ -111,7 +112,7 @@ let registry =
             let r1 = Registry.register [ "SGD" ] false 1 r0 |> Result.defaultWith (fun e -> failwithf "%O" e)
             match Registry.register [ "SGD" ] false 2 r1 with
             | Error e ->
-                Expect.equal e.Kind PyErrorKind.KeyError "kind"
+                Expect.equal e.Kind ErrorKind.Key "kind"
                 Expect.equal e.Message "SGD is already registered in optimizer" "message"
             | Ok _ -> failtest "duplicate accepted"
             let r2 = Registry.register [ "SGD" ] true 2 r1 |> Result.defaultWith (fun e -> failwithf "%O" e)
@@ -126,7 +127,7 @@ let registry =
                 |> List.fold (fun acc n -> Registry.register [ n ] false n acc |> Result.defaultWith (fun e -> failwithf "%O" e)) (Registry.create "optimizer")
             match Registry.find "SDG" r with
             | Error e ->
-                Expect.equal e.Kind PyErrorKind.KeyError "kind"
+                Expect.equal e.Kind ErrorKind.Key "kind"
                 Expect.equal e.Message "SDG is not in the optimizer registry. Did you mean 'SGD'? Registered: SGD, Adam, AdamW, RMSprop, Adagrad." "message"
             | Ok _ -> failtest "found"
             Expect.equal (Registry.closest "RMSProp" (Registry.names r)) (Some "RMSprop") "case differences are cheap"

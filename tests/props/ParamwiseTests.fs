@@ -7,7 +7,7 @@ open FsCheck
 open FsCheck.FSharp
 open Optim.Core
 open Optim.Core.Paramwise
-open Optim.Tests.PyJson
+open Optim.Tests.GoldenFacts
 
 let private f (x: float) = PyValue.Float x
 
@@ -211,7 +211,7 @@ let workedExamples =
             match plan (settings [ "bias_lr_mult", f 2.0; "flat_decay_mult", f 0.5 ] (f 0.1)) PyValue.None (f 0.1) [] facts with
             | Ok _ -> failtest "expected a TypeError"
             | Error e ->
-                Expect.equal e.Error.Kind PyErrorKind.TypeError "kind"
+                Expect.equal e.Error.Kind ErrorKind.Type "kind"
                 Expect.stringContains e.Error.Message "unsupported operand type(s) for *: 'NoneType' and 'float'" "Python's message"
                 Expect.isEmpty e.Partial.Groups "failed on the first parameter"
         }
@@ -226,14 +226,14 @@ let validation =
         test "paramwise_cfg must be a dict" {
             match settingsOf (PyValue.List [ PyValue.Str "error" ]) (f 0.1) with
             | Error [ e ] ->
-                Expect.equal e.Kind PyErrorKind.TypeError "kind"
+                Expect.equal e.Kind ErrorKind.Type "kind"
                 Expect.equal e.Message "paramwise_cfg should be None or a dict, but got <class 'list'>" "message"
             | other -> failwithf "%A" other
         }
         test "custom_keys must be a dict" {
             match settingsOf (PyValue.Dict [ "custom_keys", PyValue.List [ f 0.1; f 0.0001 ] ]) (f 0.1) with
             | Error [ e ] ->
-                Expect.equal (e.Kind, e.Path) (PyErrorKind.TypeError, "custom_keys") "kind and path"
+                Expect.equal (e.Kind, e.Path) (ErrorKind.Type, "custom_keys") "kind and path"
                 Expect.stringContains e.Message "If specified, custom_keys must be a dict" "message"
             | other -> failwithf "%A" other
         }
@@ -242,10 +242,10 @@ let validation =
                 match settingsOf (PyValue.Dict kvs) PyValue.None with
                 | Ok _ -> []
                 | Error es -> es |> List.map (fun e -> e.Kind, e.Path)
-            Expect.equal (errs [ "bias_decay_mult", f 1.0; "norm_decay_mult", f 1.0 ]) [ PyErrorKind.ValueError, "bias_decay_mult"; PyErrorKind.ValueError, "norm_decay_mult" ] "both reported"
-            Expect.equal (errs [ "dwconv_decay_mult", PyValue.None ]) [ PyErrorKind.ValueError, "dwconv_decay_mult" ] "present as None"
+            Expect.equal (errs [ "bias_decay_mult", f 1.0; "norm_decay_mult", f 1.0 ]) [ ErrorKind.Value, "bias_decay_mult"; ErrorKind.Value, "norm_decay_mult" ] "both reported"
+            Expect.equal (errs [ "dwconv_decay_mult", PyValue.None ]) [ ErrorKind.Value, "dwconv_decay_mult" ] "present as None"
             Expect.equal (errs [ "flat_decay_mult", f 0.0; "bias_lr_mult", f 2.0 ]) [] "flat and lr multipliers are fine"
-            Expect.equal (errs [ "custom_keys", PyValue.Dict [ ".backbone", PyValue.Dict [ "decay_mult", f 0.5 ] ] ]) [ PyErrorKind.ValueError, "custom_keys[\".backbone\"].decay_mult" ] "custom decay_mult"
+            Expect.equal (errs [ "custom_keys", PyValue.Dict [ ".backbone", PyValue.Dict [ "decay_mult", f 0.5 ] ] ]) [ ErrorKind.Value, "custom_keys[\".backbone\"].decay_mult" ] "custom decay_mult"
             Expect.equal (errs [ "custom_keys", PyValue.Dict [ "x", PyValue.Dict [ "lr_mult", f 0.5 ] ]; "invalid_mult", PyValue.Int 1L ]) [] "unknown keys and lr_mult are fine"
         }
         test "multipliers must be numbers (MMEngine would fail later, at the multiplication)" {
@@ -269,10 +269,10 @@ let private levelOf (s: string) = if s = "WARNING" then LogLevel.Warning else Lo
 
 let private kindOf (s: string) =
     match s with
-    | "ValueError" -> PyErrorKind.ValueError
-    | "TypeError" -> PyErrorKind.TypeError
-    | "KeyError" -> PyErrorKind.KeyError
-    | _ -> PyErrorKind.AssertionError
+    | "ValueError" -> ErrorKind.Value
+    | "TypeError" -> ErrorKind.Type
+    | "KeyError" -> ErrorKind.Key
+    | _ -> ErrorKind.Assertion
 
 let goldenCore =
     testList "golden param groups on recorded facts" [

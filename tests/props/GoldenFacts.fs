@@ -1,5 +1,5 @@
 /// Golden JSON as Python-like values, and facts about the golden models, for the param-group tests.
-module Optim.Tests.PyJson
+module Optim.Tests.GoldenFacts
 
 open System.Text.Json
 open System.Text.Json.Nodes
@@ -10,7 +10,7 @@ let py (node: JsonNode) : PyValue =
     if isNull node then PyValue.None
     else
         use doc = JsonDocument.Parse(node.ToJsonString())
-        Config.ofJson doc.RootElement
+        PyJson.ofElement doc.RootElement
 
 /// The string items of a JSON array.
 let strings (node: JsonNode) = [ for x in node.AsArray() -> x.GetValue<string>() ]
