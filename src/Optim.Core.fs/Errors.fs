@@ -123,11 +123,17 @@ module ConfigError =
         && (System.Char.IsLetter k.[0] || k.[0] = '_')
         && k |> Seq.forall (fun c -> System.Char.IsLetterOrDigit c || c = '_')
 
+    let private relaxed =
+        System.Text.Json.JsonSerializerOptions(Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping)
+
+    /// A string as a JSON string literal, readable (non-ASCII kept, only quotes and controls escaped).
+    let quote (s: string) = System.Text.Json.JsonSerializer.Serialize(s, relaxed)
+
     /// The path of member `key` under `parent`: `parent.key`, or `parent["key"]` when the key is
     /// not a plain identifier (custom keys hold dots).
     let key (parent: string) (key: string) =
         if plain key then (if parent = "" then key else parent + "." + key)
-        else parent + "[" + System.Text.Json.JsonSerializer.Serialize key + "]"
+        else parent + "[" + quote key + "]"
 
     /// The path of element `i` under `parent`.
     let index (parent: string) (i: int) = sprintf "%s[%d]" parent i

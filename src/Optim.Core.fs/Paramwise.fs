@@ -54,7 +54,7 @@ type Rule =
     /// The paramwise_cfg option behind the rule (`custom_keys["head"]`, `bias_lr_mult`, ...).
     member this.Source =
         match this with
-        | CustomKey k -> "custom_keys[" + System.Text.Json.JsonSerializer.Serialize k + "]"
+        | CustomKey k -> "custom_keys[" + ConfigError.quote k + "]"
         | BiasLr -> "bias_lr_mult"
         | DcnOffsetLr -> "dcn_offset_lr_mult"
         | NormDecay -> "norm_decay_mult"
