@@ -104,7 +104,7 @@ public class OptimWrapper : BaseOptimWrapper
     public MessageHub message_hub { get; }
 
     /// <summary>Raised with the total gradient norm (before clipping) each time clipping by norm runs.</summary>
-    public event Action<double>? GradNormReported;
+    public event EventHandler<double>? GradNormReported;
 
     /// <summary>The last total gradient norm reported by clipping by norm, or null.</summary>
     public double? LastGradNorm { get; private set; }
@@ -310,7 +310,7 @@ public class OptimWrapper : BaseOptimWrapper
         var total = GradClipping.ClipByNorm(grads, byNorm);
         LastGradNorm = total;
         message_hub.update_scalar("train/grad_norm", total);
-        GradNormReported?.Invoke(total);
+        GradNormReported?.Invoke(this, total);
     }
 
     private static bool ContainsBatchNorm(nn.Module module) =>
