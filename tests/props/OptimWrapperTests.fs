@@ -40,11 +40,6 @@ type NoSyncModel() as this =
             this.NoSyncEntered <- this.NoSyncEntered + 1
             { new IDisposable with member _.Dispose() = this.InsideNoSync <- false }
 
-let private dict (kvs: (string * obj) list) =
-    let d = Dictionary<string, obj>()
-    for (k, v) in kvs do d.[k] <- v
-    d :> IDictionary<string, obj>
-
 [<Tests>]
 let mmengineTests =
     testList "TestOptimWrapper" [
@@ -60,7 +55,7 @@ let mmengineTests =
             Expect.equal w.inner_count 0 "inner_count"
             Expect.equal w.max_counts -1 "max_counts"
             Expect.equal w.remainder_counts -1 "remainder_counts"
-            let ex = throws<ArgumentException> (fun () -> OptimWrapper(optimizer, clip_grad = dict []) |> ignore) "empty clip_grad"
+            let ex = throws<ArgumentException> (fun () -> OptimWrapper(optimizer, clip_grad = kwargs []) |> ignore) "empty clip_grad"
             Expect.stringContains ex.Message "If `clip_grad` is not None" "message"
             Expect.throwsT<ArgumentException> (fun () -> OptimWrapper(optimizer, 0) |> ignore) "accumulative_counts 0"
         }
@@ -167,12 +162,12 @@ let mmengineTests =
         test "test_clip_grads" {
             let model = new ToyModel()
             let hub = MessageHub.get_instance ("test_clip_grads-" + string (Guid.NewGuid()))
-            let w = OptimWrapper(sgd model 0.1, clip_grad = dict [ "max_norm", box 35 ])
+            let w = OptimWrapper(sgd model 0.1, clip_grad = kwargs [ "max_norm", box 35 ])
             model.forward(torch.ones(1L, 1L, 1L, 1L)).sum().backward()
             w.step()
             Expect.isTrue (hub.log_scalars.ContainsKey "train/grad_norm") "grad norm logged"
             let hub2 = MessageHub.get_instance ("test_clip_grads_value-" + string (Guid.NewGuid()))
-            let w = OptimWrapper(sgd model 0.1, clip_grad = dict [ "type", box "value"; "clip_value", box 0.5 ])
+            let w = OptimWrapper(sgd model 0.1, clip_grad = kwargs [ "type", box "value"; "clip_value", box 0.5 ])
             model.forward(torch.ones(1L, 1L, 1L, 1L)).sum().backward()
             w.step()
             Expect.isFalse (hub2.log_scalars.ContainsKey "train/grad_norm") "value clipping logs nothing"
@@ -267,23 +262,23 @@ let extraTests =
         }
         test "clip_grad validation" {
             let model = new ToyModel()
-            let onlyType = dict [ "type", box "norm" ]
+            let onlyType = kwargs [ "type", box "norm" ]
             let ex = throws<ArgumentException> (fun () -> OptimWrapper(sgd model 0.1, clip_grad = onlyType) |> ignore) "only type"
             Expect.stringContains ex.Message "`clip_grad` should contain other arguments besides `type`" "message"
-            let ex = throws<ArgumentException> (fun () -> OptimWrapper(sgd model 0.1, clip_grad = dict [ "type", box "foo"; "max_norm", box 1 ]) |> ignore) "foo"
+            let ex = throws<ArgumentException> (fun () -> OptimWrapper(sgd model 0.1, clip_grad = kwargs [ "type", box "foo"; "max_norm", box 1 ]) |> ignore) "foo"
             Expect.stringContains ex.Message "type of clip_grad should be \"norm\" or \"value\" but got foo" "message"
             // MMEngine fails only at the first clip for a misspelled key; Optim says so at construction.
-            let ex = throws<ArgumentException> (fun () -> OptimWrapper(sgd model 0.1, clip_grad = dict [ "clip_value", box 0.2 ]) |> ignore) "no type"
+            let ex = throws<ArgumentException> (fun () -> OptimWrapper(sgd model 0.1, clip_grad = kwargs [ "clip_value", box 0.2 ]) |> ignore) "no type"
             Expect.stringContains ex.Message "clip_value" "names the key"
             // Unlike MMEngine, the caller's dict keeps its `type`.
-            let cfg = dict [ "type", box "norm"; "max_norm", box 1.0 ]
+            let cfg = kwargs [ "type", box "norm"; "max_norm", box 1.0 ]
             OptimWrapper(sgd model 0.1, clip_grad = cfg) |> ignore
             Expect.isTrue (cfg.ContainsKey "type") "caller's dict unchanged"
         }
         test "norm clipping: grads (3, 4) with max_norm 1 become (0.6, 0.8) and 5 is reported" {
             let p = new Modules.Parameter(torch.zeros(2L))
             let hub = MessageHub.get_instance ("clip-norm-" + string (Guid.NewGuid()))
-            let w = OptimWrapper(torch.optim.SGD([ p ], 0.0), clip_grad = dict [ "max_norm", box 1 ])
+            let w = OptimWrapper(torch.optim.SGD([ p ], 0.0), clip_grad = kwargs [ "max_norm", box 1 ])
             let mutable reported = nan
             w.GradNormReported.Add(fun n -> reported <- n)
             p.grad <- floats [ 3.0f; 4.0f ]
@@ -298,7 +293,7 @@ let extraTests =
         test "value clipping: (3, -4) with 0.5 becomes (0.5, -0.5), nothing reported" {
             let p = new Modules.Parameter(torch.zeros(2L))
             let hub = MessageHub.get_instance ("clip-value-" + string (Guid.NewGuid()))
-            let w = OptimWrapper(torch.optim.SGD([ p ], 0.0), clip_grad = dict [ "type", box "value"; "clip_value", box 0.5 ])
+            let w = OptimWrapper(torch.optim.SGD([ p ], 0.0), clip_grad = kwargs [ "type", box "value"; "clip_value", box 0.5 ])
             p.grad <- floats [ 3.0f; -4.0f ]
             w.step()
             Expect.equal (valuesOf p.grad) [| 0.5f; -0.5f |] "clamped"
@@ -306,7 +301,7 @@ let extraTests =
         }
         test "norm clipping with error_if_nonfinite raises on an infinite norm and leaves grads alone" {
             let p = new Modules.Parameter(torch.zeros(2L))
-            let w = OptimWrapper(torch.optim.SGD([ p ], 0.0), clip_grad = dict [ "max_norm", box 1; "error_if_nonfinite", box true ])
+            let w = OptimWrapper(torch.optim.SGD([ p ], 0.0), clip_grad = kwargs [ "max_norm", box 1; "error_if_nonfinite", box true ])
             p.grad <- floats [ infinityf; 1.0f ]
             let ex = throws<InvalidOperationException> (fun () -> w.step()) "non-finite"
             Expect.stringContains ex.Message "is non-finite, so it cannot be clipped" "message"
@@ -315,7 +310,7 @@ let extraTests =
         test "inf-norm clipping uses the max-abs norm" {
             let p = new Modules.Parameter(torch.zeros(3L))
             let hub = MessageHub.get_instance ("clip-inf-" + string (Guid.NewGuid()))
-            let w = OptimWrapper(torch.optim.SGD([ p ], 0.0), clip_grad = dict [ "max_norm", box 2; "norm_type", box "inf" ])
+            let w = OptimWrapper(torch.optim.SGD([ p ], 0.0), clip_grad = kwargs [ "max_norm", box 2; "norm_type", box "inf" ])
             p.grad <- floats [ 1.0f; -8.0f; 4.0f ]
             w.step()
             Expect.equal (List.ofSeq hub.log_scalars.["train/grad_norm"]) [ 8.0 ] "max |g|"

@@ -64,3 +64,9 @@ let throws<'E when 'E :> exn> (f: unit -> unit) (what: string) : 'E =
 /// Runs body inside a scope and disposes the scope afterwards.
 let inside (scope: IDisposable) (body: unit -> unit) =
     try body () finally scope.Dispose()
+
+/// A Python-style kwargs dict (e.g. clip_grad) from pairs.
+let kwargs (kvs: (string * obj) list) : System.Collections.Generic.IDictionary<string, obj> =
+    let d = System.Collections.Generic.Dictionary<string, obj>()
+    for (k, v) in kvs do d.[k] <- v
+    d
