@@ -97,8 +97,8 @@ public static class Inspection
             Tuple.Create("param_groups", PyValue.NewList(ListModule.OfSeq(groupsJson))),
             Tuple.Create("base_param_settings", wrapper.base_param_settings is { } b
                 ? Dict(b.Keys.Select(k => new KeyValuePair<string, object?>(k, b[k]))) : PyValue.None),
-            Tuple.Create("get_lr", Dict(wrapper.get_lr().Select(kv => new KeyValuePair<string, object?>(kv.Key, kv.Value)))),
-            Tuple.Create("get_momentum", Dict(wrapper.get_momentum().Select(kv => new KeyValuePair<string, object?>(kv.Key, kv.Value)))),
+            Tuple.Create("get_lr", Values(wrapper.get_lr())),
+            Tuple.Create("get_momentum", Values(wrapper.get_momentum())),
             Tuple.Create("params_not_in_optimizer", PyValue.NewList(ListModule.OfSeq(
                 named.Where(np => !inOptimizer.Contains(ModuleFacts.Identity(np.Param))).Select(np => PyValue.NewStr(np.Name))))),
             Tuple.Create("logs", Logs(logs)),
@@ -137,6 +137,9 @@ public static class Inspection
             Tuple.Create("level", PyValue.NewStr(l.Level.IsWarning ? "WARNING" : "INFO")),
             Tuple.Create("msg", PyValue.NewStr(l.Message)),
         })))));
+
+    private static PyValue Values(HyperParameterValues values) =>
+        PyValue.NewDict(ListModule.OfSeq(values.Keys.Select(k => Tuple.Create(k, PyValue.NewList(ListModule.OfSeq(values.PythonValues(k)))))));
 
     private static PyValue Dict(IEnumerable<KeyValuePair<string, object?>> kvs) =>
         PyValue.NewDict(ListModule.OfSeq(kvs.Select(kv => Tuple.Create(kv.Key, Py.ToPy(kv.Value)))));

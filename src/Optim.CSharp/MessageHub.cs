@@ -19,7 +19,7 @@ public sealed class MessageHub
     public string instance_name { get; }
 
     /// <summary>Raised after every <see cref="update_scalar"/> with the key and value.</summary>
-    public event Action<string, double>? ScalarUpdated;
+    public event EventHandler<(string Key, double Value)>? ScalarUpdated;
 
     /// <summary>The hub with this name, created (and made current) if it does not exist yet.</summary>
     public static MessageHub get_instance(string name)
@@ -50,7 +50,7 @@ public sealed class MessageHub
             if (!_scalars.TryGetValue(key, out var history)) _scalars[key] = history = new List<double>();
             history.Add(value);
         }
-        ScalarUpdated?.Invoke(key, value);
+        ScalarUpdated?.Invoke(this, (key, value));
     }
 
     /// <summary>Every scalar's history, oldest first.</summary>

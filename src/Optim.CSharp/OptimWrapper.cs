@@ -39,10 +39,10 @@ public abstract class BaseOptimWrapper
     public abstract IReadOnlyList<IParamGroup> param_groups { get; }
 
     /// <summary>The learning rates, one per group (<c>base_lr</c> first when there is a base group).</summary>
-    public abstract IReadOnlyDictionary<string, List<double>> get_lr();
+    public abstract HyperParameterValues get_lr();
 
     /// <summary>The momenta, one per group.</summary>
-    public abstract IReadOnlyDictionary<string, List<double>> get_momentum();
+    public abstract HyperParameterValues get_momentum();
 }
 
 /// <summary>
@@ -104,7 +104,7 @@ public class OptimWrapper : BaseOptimWrapper
     public MessageHub message_hub { get; }
 
     /// <summary>Raised with the total gradient norm (before clipping) each time clipping by norm runs.</summary>
-    public event Action<double>? GradNormReported;
+    public event EventHandler<double>? GradNormReported;
 
     /// <summary>The last total gradient norm reported by clipping by norm, or null.</summary>
     public double? LastGradNorm { get; private set; }
@@ -226,28 +226,26 @@ public class OptimWrapper : BaseOptimWrapper
     }
 
     /// <inheritdoc />
-    public override IReadOnlyDictionary<string, List<double>> get_lr()
+    public override HyperParameterValues get_lr()
     {
-        var result = new OrderedDictionary<string, List<double>>();
-        if (_baseParamSettings is not null) result["base_lr"] = new List<double> { Convert.ToDouble(_baseParamSettings["lr"]) };
-        result["lr"] = OptimizerGroups.Of(optimizer).Select(g => Convert.ToDouble(g["lr"])).ToList();
+        var result = new HyperParameterValues();
+        if (_baseParamSettings is not null) result.Add("base_lr", new[] { Py.ToPy(_baseParamSettings["lr"]) });
+        result.Add("lr", OptimizerGroups.Of(optimizer).Select(g => Py.ToPy(g["lr"])));
         return result;
     }
 
     /// <inheritdoc />
-    public override IReadOnlyDictionary<string, List<double>> get_momentum()
+    public override HyperParameterValues get_momentum()
     {
-        var result = new OrderedDictionary<string, List<double>>();
-        result["momentum"] = OptimizerGroups.Of(optimizer).Select(MomentumOf).ToList();
+        var result = new HyperParameterValues();
+        result.Add("momentum", OptimizerGroups.Of(optimizer).Select(MomentumOf));
         return result;
     }
 
-    internal static double MomentumOf(IParamGroup group)
-    {
-        var m = Optimizers.momentumOf(FuncConvert.FromFunc<string, FSharpOption<PyValue>>(key =>
+    /// <summary>MMEngine's momentum of a group: <c>momentum</c>, else <c>betas[0]</c>, else 0.</summary>
+    internal static PyValue MomentumOf(IParamGroup group) =>
+        Optimizers.momentumOf(FuncConvert.FromFunc<string, FSharpOption<PyValue>>(key =>
             group.ContainsKey(key) ? FSharpOption<PyValue>.Some(Py.ToPy(group[key])) : FSharpOption<PyValue>.None));
-        return Convert.ToDouble(Py.FromPy(m));
-    }
 
     /// <summary>
     /// The optimizer's state, its groups' hyper-parameters (extra keys included), the base group, and —
@@ -310,7 +308,7 @@ public class OptimWrapper : BaseOptimWrapper
         var total = GradClipping.ClipByNorm(grads, byNorm);
         LastGradNorm = total;
         message_hub.update_scalar("train/grad_norm", total);
-        GradNormReported?.Invoke(total);
+        GradNormReported?.Invoke(this, total);
     }
 
     private static bool ContainsBatchNorm(nn.Module module) =>

@@ -87,23 +87,23 @@ public class OptimWrapperDict : OptimWrapper, IReadOnlyDictionary<string, OptimW
         _wrappers.ToDictionary(kv => kv.Key, kv => kv.Value.param_groups);
 
     /// <summary>All learning rates: <c>name.base_lr</c> (when that wrapper has a base group) then <c>name.lr</c>, per wrapper.</summary>
-    public override IReadOnlyDictionary<string, List<double>> get_lr()
+    public override HyperParameterValues get_lr()
     {
-        var result = new OrderedDictionary<string, List<double>>();
+        var result = new HyperParameterValues();
         foreach (var (name, w) in _wrappers)
         {
             var lr = w.get_lr();
-            if (lr.TryGetValue("base_lr", out var b)) result[$"{name}.base_lr"] = b.ToList();
-            result[$"{name}.lr"] = lr["lr"].ToList();
+            if (lr.ContainsKey("base_lr")) result.Add($"{name}.base_lr", lr.PythonValues("base_lr"));
+            result.Add($"{name}.lr", lr.PythonValues("lr"));
         }
         return result;
     }
 
     /// <summary>All momenta: <c>name.momentum</c> per wrapper.</summary>
-    public override IReadOnlyDictionary<string, List<double>> get_momentum()
+    public override HyperParameterValues get_momentum()
     {
-        var result = new OrderedDictionary<string, List<double>>();
-        foreach (var (name, w) in _wrappers) result[$"{name}.momentum"] = w.get_momentum()["momentum"].ToList();
+        var result = new HyperParameterValues();
+        foreach (var (name, w) in _wrappers) result.Add($"{name}.momentum", w.get_momentum().PythonValues("momentum"));
         return result;
     }
 

@@ -5,7 +5,6 @@
 /// base_param_settings, get_lr, get_momentum, parameters left out, log lines.
 module Optim.Tests.ParamGroupsParityTests
 
-open System
 open System.Text.Json.Nodes
 open Expecto
 open Microsoft.Extensions.Logging
@@ -48,32 +47,13 @@ let buildModel (doc: JsonNode) : torch.nn.Module =
         m :> torch.nn.Module
     | spec -> ModelSpec.build spec
 
-/// Captures what Optim logs, as (level, message).
-type CapturingLogger(sink: ResizeArray<string * string>) =
-    interface ILogger with
-        member _.BeginScope<'S>(_state: 'S) = { new IDisposable with member _.Dispose() = () }
-        member _.IsEnabled(_level) = true
-        member _.Log<'S>(level: LogLevel, _id: EventId, state: 'S, ex: exn, formatter: Func<'S, exn, string>) =
-            let name = if level = LogLevel.Warning then "WARNING" elif level = LogLevel.Information then "INFO" else string level
-            lock sink (fun () -> sink.Add(name, formatter.Invoke(state, ex)))
-
-type CapturingProvider() =
-    let sink = ResizeArray<string * string>()
-    member _.Lines = sink
-    interface ILoggerProvider with
-        member _.CreateLogger(_category) = new CapturingLogger(sink) :> ILogger
-        member _.Dispose() = ()
-
-/// Runs `f` with Optim's logs captured; returns f's result and the lines.
+/// Runs `f` with Optim's logs captured; returns f's result and the lines as (level, message).
 let withLogs (f: unit -> 'T) : 'T * (string * string) list =
-    let provider = new CapturingProvider()
-    let previous = OptimLogging.LoggerFactory
-    OptimLogging.LoggerFactory <- LoggerFactory.Create(fun b -> b.SetMinimumLevel(LogLevel.Trace).AddProvider(provider) |> ignore)
-    try
-        let r = f ()
-        r, List.ofSeq provider.Lines
-    finally
-        OptimLogging.LoggerFactory <- previous
+    let provider, scope = TestSupport.captureLogs ()
+    use _ = scope
+    let r = f ()
+    let name (l: LogLevel) = if l = LogLevel.Warning then "WARNING" elif l = LogLevel.Information then "INFO" else string l
+    r, provider.Records |> List.map (fun r -> name r.Level, r.Message)
 
 let private files = [ "paramgroups_toy.json"; "paramgroups_toy_frozen.json"; "paramgroups_toy_shared.json"; "paramgroups_resnet18.json" ]
 
