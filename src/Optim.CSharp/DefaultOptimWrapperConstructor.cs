@@ -43,6 +43,9 @@ public class DefaultOptimWrapperConstructor : IOptimWrapperConstructor
     /// <summary>The optimizer part of the config (<c>type</c> and keyword arguments).</summary>
     public Config.OptimizerConfig optimizer_cfg { get; }
 
+    /// <summary>The optimizer's keyword arguments (the optimizer config without <c>type</c>), as .NET values.</summary>
+    public IReadOnlyDictionary<string, object?> optimizer_kwargs => Builder.ToDict(optimizer_cfg.Args);
+
     /// <summary>The paramwise_cfg as given (empty when absent); custom constructors read their own keys here.</summary>
     public IReadOnlyDictionary<string, object?> paramwise_cfg { get; }
 
@@ -90,8 +93,7 @@ public class DefaultOptimWrapperConstructor : IOptimWrapperConstructor
             groups.Add(new PlainParamGroup(Array.Empty<KeyValuePair<string, object?>>(), model.parameters().ToList()));
         else
             add_params(groups, model);
-        var kwargs = Builder.ToDict(optimizer_cfg.Args);
-        return (factory(groups, kwargs), groups);
+        return (factory(groups, optimizer_kwargs), groups);
     }
 
     /// <summary>
