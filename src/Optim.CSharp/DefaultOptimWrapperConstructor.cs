@@ -17,13 +17,14 @@ namespace Optim;
 /// </summary>
 public class DefaultOptimWrapperConstructor : IOptimWrapperConstructor
 {
-    private readonly ILogger _logger = OptimLogging.CreateLogger(nameof(DefaultOptimWrapperConstructor));
+    private readonly ILogger _logger;
 
     /// <summary>Validates the config (SPEC §6.1).</summary>
     /// <exception cref="OptimConfigException">No optimizer, a malformed paramwise_cfg, or decay multipliers without a base weight decay.</exception>
     public DefaultOptimWrapperConstructor(Config.OptimWrapperConfig optim_wrapper_cfg)
     {
         ArgumentNullException.ThrowIfNull(optim_wrapper_cfg);
+        _logger = OptimLogging.CreateLogger(GetType().Name);
         this.optim_wrapper_cfg = optim_wrapper_cfg;
         var checkedCfg = Config.defaultConstructorSettings(optim_wrapper_cfg);
         if (checkedCfg.IsError) throw new OptimConfigException(checkedCfg.ErrorValue);

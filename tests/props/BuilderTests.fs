@@ -488,5 +488,26 @@ let testOptimWrapperDict =
         }
     ]
 
+let layerDecay =
+    testList "examples/LayerDecay" [
+        test "the seed's LayerDecayOptimWrapperConstructor, registered and built from JSON, logs one lr per depth" {
+            Registries.register_constructor<LayerDecay.LayerDecayOptimWrapperConstructor>(force = true)
+            let model = new LayerDecay.ToyModel()
+            let provider, scope = captureLogs ()
+            inside scope (fun () ->
+                let cfg =
+                    """{"optimizer": {"type": "SGD", "lr": 0.01, "weight_decay": 0.0001}, "paramwise_cfg": {"decay_factor": 0.5},
+                        "constructor": "LayerDecayOptimWrapperConstructor"}"""
+                let w = Builder.build_optim_wrapper (model, cfg)
+                Expect.equal
+                    (provider.Records |> List.map (fun r -> r.Category, r.Level, r.Message))
+                    [ for line in [ "layer.linear.weight : lr=0.0025"; "layer.linear.bias : lr=0.0025"; "linear.weight : lr=0.005"; "linear.bias : lr=0.005" ] ->
+                        "LayerDecayOptimWrapperConstructor", LogLevel.Information, line ]
+                    "the seed's log lines"
+                Expect.equal (string (w.get_lr())) "{'base_lr': [0.01], 'lr': [0.0025, 0.0025, 0.005, 0.005]}" "one group per parameter"
+                Expect.equal (num (w.param_groups.[0].["weight_decay"])) 0.0001 "weight decay from the optimizer defaults")
+        }
+    ]
+
 [<Tests>]
-let tests = testList "builder" [ testBuilder; testOptimWrapperDict ]
+let tests = testList "builder" [ testBuilder; testOptimWrapperDict; layerDecay ]
