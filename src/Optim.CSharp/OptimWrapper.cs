@@ -180,6 +180,16 @@ public class OptimWrapper : BaseOptimWrapper
         optimizer.step();
     }
 
+    /// <summary>
+    /// Clips the gradients if configured, then steps the optimizer with a closure that re-evaluates the
+    /// loss (PyTorch's <c>step(closure)</c>; LBFGS needs it).
+    /// </summary>
+    public virtual void step(Func<Tensor> closure)
+    {
+        if (_clip is not null) _clip_grad();
+        optimizer.step(closure);
+    }
+
     /// <summary>Clears the gradients: sets them to null (PyTorch 2's default), or zeroes them.</summary>
     public override void zero_grad(bool set_to_none = true)
     {
