@@ -488,6 +488,43 @@ let testOptimWrapperDict =
         }
     ]
 
+let semantics =
+    testList "optimizer semantics of the built groups" [
+        test "groups with only some keys train exactly like fully specified TorchSharp groups" {
+            let build () =
+                torch.manual_seed 7L |> ignore
+                let m = new ModelSpec.SpecContainer("Net")
+                m.AddChild("fc", torch.nn.Linear(2L, 2L))
+                m.AddChild("ln", torch.nn.LayerNorm([| 2L |]))
+                m
+            let x = torch.tensor([| 1.0f; -2.0f; 0.5f; 3.0f |]).reshape(2L, 2L)
+            let train (model: ModelSpec.SpecContainer) (stepOnce: torch.Tensor -> unit) =
+                for _ in 1 .. 3 do
+                    let y = model.forward x
+                    stepOnce ((y * y).sum())
+                ModuleFacts.NamedParameters model |> Seq.map (fun struct (n, p) -> n, valuesOf (p.detach())) |> List.ofSeq
+            let ours = build ()
+            let w =
+                Builder.build_optim_wrapper (
+                    ours,
+                    """{"optimizer": {"type": "SGD", "lr": 0.1, "momentum": 0.9, "weight_decay": 0.01},
+                        "paramwise_cfg": {"bias_lr_mult": 2, "norm_decay_mult": 0, "flat_decay_mult": 0.5}}""")
+            let got = train ours w.update_params
+            let reference = build ()
+            let ps = ModuleFacts.NamedParameters reference |> Seq.map (fun struct (n, p) -> n, p) |> dict
+            let group name lr wd = SGD.ParamGroup([ ps.[name] ], lr = lr, momentum = 0.9, weight_decay = wd)
+            let sgd =
+                torch.optim.SGD(
+                    [ group "fc.weight" 0.1 0.01
+                      group "fc.bias" (0.1 * 2.0) (0.01 * 0.5)
+                      group "ln.weight" 0.1 (0.01 * 0.0)
+                      group "ln.bias" 0.1 (0.01 * 0.0) ],
+                    0.1, momentum = 0.9, weight_decay = 0.01)
+            let expected = train reference (fun loss -> loss.backward(); sgd.step() |> ignore; sgd.zero_grad())
+            Expect.equal got expected "bit-identical parameters after three steps"
+        }
+    ]
+
 let layerDecay =
     testList "examples/LayerDecay" [
         test "the seed's LayerDecayOptimWrapperConstructor, registered and built from JSON, logs one lr per depth" {
@@ -510,4 +547,4 @@ let layerDecay =
     ]
 
 [<Tests>]
-let tests = testList "builder" [ testBuilder; testOptimWrapperDict; layerDecay ]
+let tests = testList "builder" [ testBuilder; testOptimWrapperDict; semantics; layerDecay ]
