@@ -68,6 +68,9 @@ public class DefaultOptimWrapperConstructor : IOptimWrapperConstructor
     /// </summary>
     internal List<(IParamGroup Group, Paramwise.GroupPlan Plan)> Planned { get; } = new();
 
+    /// <summary>The groups the last <see cref="Invoke"/> passed to the optimizer (used by <see cref="Inspection"/>).</summary>
+    internal List<IParamGroup> LastGroups { get; private set; } = new();
+
     /// <summary>
     /// Builds the optimizer and the wrapper for <paramref name="model"/> (the inner module of an
     /// <see cref="IModelWrapper"/>).
@@ -94,6 +97,7 @@ public class DefaultOptimWrapperConstructor : IOptimWrapperConstructor
             groups.Add(new PlainParamGroup(Array.Empty<KeyValuePair<string, object?>>(), model.parameters().ToList()));
         else
             add_params(groups, model);
+        LastGroups = groups;
         return (factory(groups, optimizer_kwargs), groups);
     }
 

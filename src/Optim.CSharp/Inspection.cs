@@ -57,31 +57,40 @@ public static class Inspection
         foreach (var (n, p) in named) nameOf.TryAdd(ModuleFacts.Identity(p), n);
         string NameOf(TorchSharp.Modules.Parameter p) => nameOf.TryGetValue(ModuleFacts.Identity(p), out var n) ? n : "<not in model>";
 
-        var planned = new Dictionary<long, Paramwise.GroupPlan>();
-        var isDefault = constructor is DefaultOptimWrapperConstructor;
+        // What the constructor passed to the optimizer, group by group, and the rule behind each key.
+        List<(IReadOnlyList<string> Keys, Dictionary<string, string> Provenance)>? passed = null;
         if (constructor is DefaultOptimWrapperConstructor dc)
         {
             logs.AddRange(dc.Logs);
-            foreach (var (g, plan) in dc.Planned) planned[ModuleFacts.Identity(g.Params[0])] = plan;
+            var plans = dc.Planned.ToDictionary(x => x.Group, x => x.Plan, ReferenceEqualityComparer.Instance);
+            passed = dc.LastGroups.Select(g =>
+            {
+                var provenance = new Dictionary<string, string>();
+                if (plans.TryGetValue(g, out var plan))
+                    foreach (var o in plan.Options) provenance[o.Key] = o.Rule.Source;
+                else
+                    foreach (var k in g.Keys) provenance[k] = $"{constructor.GetType().Name}.add_params";
+                return (g.Keys, provenance);
+            }).ToList();
         }
 
         var optimizer = wrapper.optimizer;
         var groups = OptimizerGroups.Of(optimizer);
         var groupsJson = new List<PyValue>();
         var inOptimizer = new HashSet<long>();
-        foreach (var g in groups)
+        for (int i = 0; i < groups.Count; i++)
         {
+            var g = groups[i];
             foreach (var p in g.Params) inOptimizer.Add(ModuleFacts.Identity(p));
             var entry = new List<Tuple<string, PyValue>>
             {
                 Tuple.Create("params", PyValue.NewList(ListModule.OfSeq(g.Params.Select(p => PyValue.NewStr(NameOf(p)))))),
             };
-            if (isDefault)
+            if (passed is not null && i < passed.Count)
             {
-                var plan = g.Params.Count == 1 && planned.TryGetValue(ModuleFacts.Identity(g.Params[0]), out var pl) ? pl : null;
-                var options = plan?.Options.ToList() ?? new List<Paramwise.PlannedOption>();
-                entry.Add(Tuple.Create("explicit_keys", PyValue.NewList(ListModule.OfSeq(options.Select(o => PyValue.NewStr(o.Key))))));
-                entry.Add(Tuple.Create("provenance", PyValue.NewDict(ListModule.OfSeq(options.Select(o => Tuple.Create(o.Key, PyValue.NewStr(o.Rule.Source)))))));
+                var (keys, provenance) = passed[i];
+                entry.Add(Tuple.Create("explicit_keys", PyValue.NewList(ListModule.OfSeq(keys.Select(PyValue.NewStr)))));
+                entry.Add(Tuple.Create("provenance", PyValue.NewDict(ListModule.OfSeq(keys.Select(k => Tuple.Create(k, PyValue.NewStr(provenance[k])))))));
             }
             entry.Add(Tuple.Create("options", Dict(g.Keys.Select(k => new KeyValuePair<string, object?>(k, g[k])))));
             groupsJson.Add(PyValue.NewDict(ListModule.OfSeq(entry)));

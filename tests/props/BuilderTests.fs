@@ -546,5 +546,45 @@ let layerDecay =
         }
     ]
 
+let inspection =
+    testList "inspection entry point" [
+        test "a custom key's provenance, readable JSON text" {
+            let text =
+                Inspection.inspect_json (
+                    new ToyModel(),
+                    """{"optimizer": {"type": "SGD", "lr": 0.1}, "paramwise_cfg": {"custom_keys": {"conv1": {"lr_mult": 0.5}}}}""")
+            Expect.stringContains text "\"provenance\": {\n        \"lr\": \"custom_keys[\\\"conv1\\\"]\"" "provenance names the key"
+            let r = Text.Json.Nodes.JsonNode.Parse text
+            let groups = r["param_groups"].AsArray()
+            let g0, g2 = groups.[0], groups.[2]
+            Expect.equal (GoldenFacts.strings (g0["explicit_keys"])) [ "lr"; "lr_mult" ] "explicit keys"
+            let options = g0["options"]
+            Expect.equal (options["lr"].GetValue<double>()) (0.1 * 0.5) "lr"
+            Expect.equal (g2["explicit_keys"].AsArray().Count) 0 "conv2 untouched"
+            Expect.equal (r["logs"].AsArray().Count) 4 "two keys for each conv1 parameter"
+        }
+        test "a custom constructor's groups are reported with the constructor as their source" {
+            Registries.register_constructor<LayerDecay.LayerDecayOptimWrapperConstructor>(force = true)
+            let r =
+                Inspection.inspect (
+                    new LayerDecay.ToyModel(),
+                    """{"optimizer": {"type": "SGD", "lr": 0.01}, "paramwise_cfg": {"decay_factor": 0.5}, "constructor": "LayerDecayOptimWrapperConstructor"}""")
+            let g = r["param_groups"].[0]
+            Expect.equal (GoldenFacts.strings (g["params"])) [ "layer.linear.weight" ] "name"
+            Expect.equal (g["provenance"].["lr"].GetValue<string>()) "LayerDecayOptimWrapperConstructor.add_params" "source"
+            Expect.equal (r["logs"].[0].["msg"].GetValue<string>()) "layer.linear.weight : lr=0.0025" "log line"
+        }
+        test "an invalid config is reported as every error, with kinds and paths" {
+            let r = Inspection.inspect (new ToyModel(), """{"optimizer": {"type": "Adamm", "lr": 0.1, "betas": [1, 2, 3]}}""")
+            Expect.equal (r["result"].GetValue<string>()) "error" "error"
+            let e = r["errors"].[0]
+            Expect.equal (e["path"].GetValue<string>(), e["kind"].GetValue<string>(), e["message"].GetValue<string>()) ("optimizer.betas", "TypeError", "expected two numbers, got 3") "first error"
+            let r2 = Inspection.inspect (new ToyModel(), """{"optimizer": {"type": "Adamm", "lr": 0.1}}""")
+            let e2 = r2["errors"].AsArray().[0]
+            Expect.equal (e2["kind"].GetValue<string>()) "KeyError" "unknown optimizer"
+            Expect.stringContains (e2["message"].GetValue<string>()) "Did you mean 'Adam'?" "suggestion"
+        }
+    ]
+
 [<Tests>]
-let tests = testList "builder" [ testBuilder; testOptimWrapperDict; semantics; layerDecay ]
+let tests = testList "builder" [ testBuilder; testOptimWrapperDict; semantics; layerDecay; inspection ]
