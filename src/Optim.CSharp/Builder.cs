@@ -99,9 +99,7 @@ public static class Builder
             var factory = Registries.OPTIMIZERS.find(type);
             if (factory.IsError) errors.Add(ConfigErrorModule.ofRule("optimizer.type", factory.ErrorValue));
             else if (BuiltinOptimizers.NameOf(factory.ResultValue) is string builtin)
-                foreach (var (key, message) in BuiltinOptimizers.Check(builtin, ToDict(optimizer.Args)))
-                    errors.Add(ConfigErrorModule.at(ConfigErrorModule.key("optimizer", key),
-                        key == "lr" ? ErrorKind.Value : ErrorKind.Type, message));
+                errors.AddRange(Config.checkOptimizerArgs(builtin, optimizer.Args).Select(e => ConfigErrorModule.under("optimizer", e)));
         }
         var wrapper = Registries.OPTIM_WRAPPERS.find(cfg.Type);
         if (wrapper.IsError) errors.Add(ConfigErrorModule.ofRule("type", wrapper.ErrorValue));

@@ -1,3 +1,4 @@
+using Microsoft.FSharp.Collections;
 using Microsoft.FSharp.Core;
 using Optim.Core;
 using TorchSharp;
@@ -15,9 +16,6 @@ namespace Optim;
 public static class BuiltinOptimizers
 {
     private static readonly Dictionary<string, OptimizerFactory> Factories = new();
-
-    /// <summary>Torch switches TorchSharp has no counterpart for: accepted when off (<c>foreach</c> is only a speed hint).</summary>
-    private static readonly string[] TorchOnly = { "foreach", "differentiable", "capturable", "fused" };
 
     /// <summary>The factory for a PyTorch optimizer name (the same delegate every time).</summary>
     public static OptimizerFactory Factory(string name)
@@ -37,31 +35,11 @@ public static class BuiltinOptimizers
     }
 
     /// <summary>
-    /// The problems with an optimizer's keyword arguments (keys it does not take, torch-only switches
-    /// turned on, a missing required <c>lr</c>), as (key, message) pairs. Empty when fine.
+    /// The problems with an optimizer's keyword arguments (the core's <c>Config.checkOptimizerArgs</c>):
+    /// keys it does not take, torch-only switches turned on, a missing required <c>lr</c>. Empty when fine.
     /// </summary>
-    public static List<(string Key, string Message)> Check(string name, IReadOnlyDictionary<string, object?> kwargs)
-    {
-        var problems = new List<(string, string)>();
-        var hyper = HyperParameters(name);
-        foreach (var (key, value) in kwargs)
-        {
-            if (hyper.Any(h => h.Name == key)) continue;
-            if (TorchOnly.Contains(key))
-            {
-                if (key != "foreach" && value is not null && !(value is bool b && !b))
-                    problems.Add((key, $"'{key}' is a PyTorch-only switch that TorchSharp's {name} does not have; only false/null are accepted"));
-                continue;
-            }
-            problems.Add((key, $"{name}.__init__() got an unexpected keyword argument '{key}' (it takes: {string.Join(", ", hyper.Select(h => h.Name))})"));
-        }
-        if (name == "LBFGS" && kwargs.TryGetValue("line_search_fn", out var ls) && ls is not null)
-            problems.Add(("line_search_fn", "TorchSharp's LBFGS has no line search; line_search_fn must be null"));
-        foreach (var h in hyper)
-            if (h.Default.IsNone && h.Name == "lr" && !(kwargs.TryGetValue("lr", out var lr) && lr is not null))
-                problems.Add(("lr", "parameter group didn't specify a value of required optimization parameter lr"));
-        return problems;
-    }
+    public static List<ConfigError> Check(string name, IReadOnlyDictionary<string, object?> kwargs) =>
+        Config.checkOptimizerArgs(name, Py.ToPyDict(kwargs)).ToList();
 
     private static List<Optimizers.HyperParameter> HyperParameters(string name)
     {
@@ -76,10 +54,10 @@ public static class BuiltinOptimizers
     public static Optimizer Create(string name, IReadOnlyList<IParamGroup> groups, IReadOnlyDictionary<string, object?> kwargs)
     {
         var problems = Check(name, kwargs);
-        if (problems.Count > 0) throw new ArgumentException(string.Join("; ", problems.Select(p => p.Message)));
-        var ids = groups.SelectMany(g => g.Params).Select(ModuleFacts.Identity).ToList();
-        if (ids.Distinct().Count() != ids.Count) throw new ArgumentException(Paramwise.duplicateMessage);
-        if (groups.Count == 0 || ids.Count == 0) throw new ArgumentException("optimizer got an empty parameter list");
+        if (problems.Count > 0) throw new OptimConfigException(problems.Select(p => ConfigErrorModule.under("optimizer", p)));
+        var ids = ListModule.OfSeq(groups.Select(g => ListModule.OfSeq(g.Params.Select(ModuleFacts.Identity))));
+        if (Paramwise.hasDuplicates(ids)) throw new ArgumentException(Paramwise.duplicateMessage);
+        if (groups.Count == 0 || groups.All(g => g.Params.Count == 0)) throw new ArgumentException("optimizer got an empty parameter list");
 
         // kwargs over PyTorch's defaults.
         var defaults = new Dictionary<string, object?>();

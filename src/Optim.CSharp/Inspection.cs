@@ -62,7 +62,8 @@ public static class Inspection
         if (constructor is DefaultOptimWrapperConstructor dc)
         {
             logs.AddRange(dc.Logs);
-            var plans = dc.Planned.ToDictionary(x => x.Group, x => x.Plan, ReferenceEqualityComparer.Instance);
+            var plans = new Dictionary<IParamGroup, Paramwise.GroupPlan>(ReferenceEqualityComparer.Instance);
+            foreach (var (group, plan) in dc.Planned) plans[group] = plan;
             passed = dc.LastGroups.Select(g =>
             {
                 var provenance = new Dictionary<string, string>();

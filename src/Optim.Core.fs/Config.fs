@@ -374,6 +374,41 @@ let parseText (text: string) : Result<OptimWrapperConfig, ConfigError list> =
     | Ok v -> parse v
     | Error e -> Error [ e ]
 
+/// Torch switches TorchSharp has no counterpart for: accepted when off (`foreach` is only a speed hint).
+let torchOnlySwitches = [ "foreach"; "differentiable"; "capturable"; "fused" ]
+
+/// The keyword arguments a PyTorch optimizer that TorchSharp provides (`Optimizers.all`) would not
+/// take, relative to the `optimizer` dict: unknown keys (Python's "unexpected keyword argument"),
+/// torch-only switches turned on, LBFGS's line search, and a missing required `lr` (SGD).
+let checkOptimizerArgs (name: string) (args: (string * PyValue) list) : ConfigError list =
+    match Optimizers.tryHyperParameters name with
+    | None -> [ ConfigError.at "type" ErrorKind.Key (sprintf "%s is not an optimizer TorchSharp provides" name) ]
+    | Some hyper ->
+        let known = hyper |> List.map (fun h -> h.Name)
+        [ for (k, v) in args do
+              if List.contains k known then ()
+              elif List.contains k torchOnlySwitches then
+                  match v with
+                  | PyValue.None | PyValue.Bool false -> ()
+                  | _ when k = "foreach" -> ()
+                  | _ ->
+                      yield ConfigError.at k ErrorKind.Type
+                          (sprintf "'%s' is a PyTorch-only switch that TorchSharp's %s does not have; only false/null are accepted" k name)
+              else
+                  yield ConfigError.at k ErrorKind.Type
+                      (sprintf "%s.__init__() got an unexpected keyword argument '%s' (it takes: %s)" name k (String.Join(", ", known)))
+          if name = "LBFGS" then
+              match PyValue.tryFind "line_search_fn" args with
+              | Some(PyValue.Str _) ->
+                  yield ConfigError.at "line_search_fn" ErrorKind.Value "TorchSharp's LBFGS has no line search; line_search_fn must be null"
+              | _ -> ()
+          for h in hyper do
+              if h.Name = "lr" && h.Default = PyValue.None then
+                  match PyValue.tryFind "lr" args with
+                  | None | Some PyValue.None ->
+                      yield ConfigError.at "lr" ErrorKind.Value "parameter group didn't specify a value of required optimization parameter lr"
+                  | Some _ -> () ]
+
 /// What DefaultOptimWrapperConstructor checks when it is created (SPEC §6.1) plus the optimizer
 /// `type` it needs when called: the validated paramwise settings, or every problem (paths from the
 /// config root).

@@ -19,7 +19,7 @@ let baseLr, momentum, baseWd = 0.01, 0.0001, 0.9
 type FakeDeformConv() as this =
     inherit ModelSpec.SpecContainer("DeformConv2dPack")
     do
-        this.AddParameter("weight", Parameter(torch.randn(4L, 3L, 3L, 3L)))
+        this.AddParameter("weight", new Parameter(torch.randn(4L, 3L, 3L, 3L)))
         this.AddChild("conv_offset", torch.nn.Conv2d(3L, 18L, 3L, padding = 1L))
     interface IDeformableConv
 
@@ -27,13 +27,13 @@ let private subModel () =
     let sub = new ModelSpec.SpecContainer("SubModel")
     sub.AddChild("conv1", torch.nn.Conv2d(2L, 2L, 1L, groups = 2L))
     sub.AddChild("gn", torch.nn.GroupNorm(2L, 2L))
-    sub.AddParameter("param1", Parameter(torch.ones(1L)))
+    sub.AddParameter("param1", new Parameter(torch.ones(1L)))
     sub
 
 /// MMEngine's ExampleModel, with its DCN module (14 parameters).
 let exampleModel () : torch.nn.Module =
     let m = new ModelSpec.SpecContainer("ExampleModel")
-    m.AddParameter("param1", Parameter(torch.ones(1L)))
+    m.AddParameter("param1", new Parameter(torch.ones(1L)))
     m.AddChild("conv1", torch.nn.Conv2d(3L, 4L, 1L, bias = false))
     m.AddChild("conv2", torch.nn.Conv2d(4L, 2L, 1L))
     m.AddChild("bn", torch.nn.BatchNorm2d(2L))
@@ -44,7 +44,7 @@ let exampleModel () : torch.nn.Module =
 /// MMEngine's ExampleDuplicateModel: conv3's only conv is the same module object as conv1's.
 let exampleDuplicateModel () : torch.nn.Module * torch.nn.Module =
     let m = new ModelSpec.SpecContainer("ExampleDuplicateModel")
-    m.AddParameter("param1", Parameter(torch.ones(1L)))
+    m.AddParameter("param1", new Parameter(torch.ones(1L)))
     let conv1 = torch.nn.Conv2d(3L, 4L, 1L, bias = false)
     m.AddChild("conv1", torch.nn.Sequential(conv1))
     m.AddChild("conv2", torch.nn.Sequential(torch.nn.Conv2d(4L, 2L, 1L)))

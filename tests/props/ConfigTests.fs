@@ -99,6 +99,18 @@ let config =
             Expect.equal (check """{"optimizer": {"lr": 0.1}}""" |> List.map fst) [ ErrorKind.Key ] "no optimizer type"
             Expect.equal (check """{"optimizer": {"type": "SGD", "lr": 0.1}, "paramwise_cfg": {}}""") [] "empty paramwise"
         }
+        test "optimizer keyword arguments are checked against the optimizer's PyTorch signature" {
+            let check name kvs = Config.checkOptimizerArgs name kvs |> List.map string
+            Expect.equal (check "SGD" [ "lr", PyValue.Float 0.1; "momentum", PyValue.Float 0.9; "foreach", PyValue.Bool true ]) [] "fine (foreach is only a hint)"
+            Expect.equal (check "SGD" [ "momentum", PyValue.Float 0.9 ]) [ "lr: parameter group didn't specify a value of required optimization parameter lr" ] "SGD's lr is required"
+            Expect.equal (check "Adam" []) [] "Adam has a default lr"
+            Expect.equal
+                (check "SGD" [ "lr", PyValue.Float 0.1; "betas", PyValue.List [ PyValue.Float 0.9; PyValue.Float 0.99 ]; "differentiable", PyValue.Bool true ])
+                [ "betas: SGD.__init__() got an unexpected keyword argument 'betas' (it takes: lr, momentum, dampening, weight_decay, nesterov, maximize)"
+                  "differentiable: 'differentiable' is a PyTorch-only switch that TorchSharp's SGD does not have; only false/null are accepted" ]
+                "unknown and unsupported"
+            Expect.equal (check "LBFGS" [ "line_search_fn", PyValue.Str "strong_wolfe" ]) [ "line_search_fn: TorchSharp's LBFGS has no line search; line_search_fn must be null" ] "LBFGS"
+        }
         test "the typed config writes back to the same JSON" {
             let text = """{"type":"OptimWrapper","optimizer":{"type":"SGD","lr":0.01,"betas":[0.9,0.999]},"paramwise_cfg":{"custom_keys":{"a.b":{"lr_mult":1e-05}}},"constructor":"DefaultOptimWrapperConstructor","accumulative_counts":2,"clip_grad":{"type":"value","clip_value":0.5}}"""
             Expect.equal (PyJson.write false ((parse text).ToPyValue())) text "round trip"

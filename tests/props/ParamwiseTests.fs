@@ -307,7 +307,7 @@ let goldenCore =
                     | _, Error es -> failwithf "unexpected errors %A" es
                     | _, Ok(opt, s) when isEmpty s ->
                         Expect.equal (case["num_groups"].GetValue<int>()) 1 "single group"
-                        Expect.equal (strings (case["param_groups"][0]["params"])) canonical "all parameters, named_parameters order"
+                        Expect.equal (strings (case["param_groups"].AsArray().[0]["params"])) canonical "all parameters, named_parameters order"
                         Expect.isEmpty logs "nothing logged"
                     | _, Ok(opt, s) ->
                         match plan s opt.BaseLr opt.BaseWd [] (List.map fst facts) with
