@@ -424,5 +424,90 @@ let precedence =
         }
     ]
 
+// ---------------------------------------------------------------------------------------------
+// The type-based rules against a decision table
+
+type private RuleCase =
+    { Facts: ParamFact list
+      Mults: (string * float) list
+      BaseWd: float option }
+
+let private ruleCaseGen =
+    gen {
+        let! n = Gen.choose (1, 8)
+        let! facts =
+            Gen.listOfLength n (
+                gen {
+                    let! prefix = Gen.elements [ ""; "a"; "a.conv_offset"; "b.bn"; "dcn.conv_offset" ]
+                    let! name = Gen.elements [ "weight"; "bias"; "w" ]
+                    let! kind = Gen.elements [ ModuleKind.Norm; ModuleKind.DepthwiseConv; ModuleKind.Conv2d; ModuleKind.Other ]
+                    let! dcn = Gen.elements [ false; false; true ]
+                    let! ndim = Gen.choose (1, 4)
+                    let! frozen = Gen.elements [ false; false; false; true ]
+                    return { Prefix = prefix; Name = name; Kind = kind; InDcnModule = dcn; Ndim = ndim; RequiresGrad = not frozen; Identity = 0L }
+                })
+        let facts = facts |> List.mapi (fun i f -> { f with Identity = int64 i })
+        let! mults =
+            [ "bias_lr_mult"; "bias_decay_mult"; "norm_decay_mult"; "dwconv_decay_mult"; "flat_decay_mult"; "dcn_offset_lr_mult" ]
+            |> List.map (fun k -> Gen.elements [ None; Some 0.0; Some 0.5; Some 2.0; Some 0.1 ] |> Gen.map (fun m -> k, m))
+            |> Gen.sequenceToList
+        let! wd = Gen.elements [ None; Some 0.9; Some 1e-4 ]
+        return { Facts = facts; Mults = mults |> List.choose (fun (k, m) -> m |> Option.map (fun v -> k, v)); BaseWd = wd }
+    }
+
+let private decisionTable =
+    let config = { FsCheckConfig.defaultConfig with maxTest = 300 }
+    testList "type-based rules" [
+        testPropertyWithConfig config "lr and weight_decay follow the rule table (norm > bias > dwconv > flat; bias/dcn lr); frozen skipped; logs mirror groups" <|
+            Prop.forAll (Arb.fromGen ruleCaseGen) (fun case ->
+                let baseLr = 0.01
+                let wd = case.BaseWd |> Option.map PyValue.Float |> Option.defaultValue PyValue.None
+                let s =
+                    match settingsOf (PyValue.Dict [ for (k, m) in case.Mults -> k, f m ]) wd with
+                    | Ok s -> Some s
+                    | Error _ -> None
+                let decayKeySet = case.Mults |> List.exists (fun (k, _) -> k = "bias_decay_mult" || k = "norm_decay_mult" || k = "dwconv_decay_mult")
+                match s with
+                | None -> case.BaseWd.IsNone && decayKeySet // rejected exactly when a decay multiplier has no base
+                | Some s ->
+                    let m k = case.Mults |> List.tryFind (fun (x, _) -> x = k) |> Option.map snd
+                    let p = planOk s (f baseLr) wd case.Facts
+                    let trainable = case.Facts |> List.filter (fun fa -> fa.RequiresGrad)
+                    let expected (fa: ParamFact) =
+                        let isBias = fa.Name = "bias"
+                        let isConv = fa.Kind = ModuleKind.Conv2d || fa.Kind = ModuleKind.DepthwiseConv
+                        let lr =
+                            [ (isBias && fa.Kind <> ModuleKind.Norm && not fa.InDcnModule), "bias_lr_mult", Rule.BiasLr
+                              (fa.Prefix.Contains "conv_offset" && fa.InDcnModule && isConv), "dcn_offset_lr_mult", Rule.DcnOffsetLr ]
+                            |> List.filter (fun (c, k, _) -> c && (m k).IsSome)
+                            |> List.tryLast
+                            |> Option.map (fun (_, k, r) -> "lr", f (baseLr * (m k).Value), r)
+                        let decay =
+                            match case.BaseWd with
+                            | None -> None
+                            | Some b ->
+                                [ fa.Kind = ModuleKind.Norm, "norm_decay_mult", Rule.NormDecay
+                                  (isBias && not fa.InDcnModule), "bias_decay_mult", Rule.BiasDecay
+                                  fa.Kind = ModuleKind.DepthwiseConv, "dwconv_decay_mult", Rule.DwconvDecay
+                                  (fa.Ndim = 1 && not fa.InDcnModule), "flat_decay_mult", Rule.FlatDecay ]
+                                |> List.tryFind (fun (c, k, _) -> c && (m k).IsSome)
+                                |> Option.map (fun (_, k, r) -> "weight_decay", f (b * (m k).Value), r)
+                        List.choose id [ lr; decay ]
+                    let groupsOk =
+                        p.Groups.Length = trainable.Length
+                        && List.forall2
+                            (fun (g: GroupPlan) (fa: ParamFact) ->
+                                g.Param = fa && (g.Options |> List.map (fun o -> o.Key, o.Value, o.Rule)) = expected fa)
+                            p.Groups trainable
+                    let expectedLogs =
+                          [ for fa in case.Facts do
+                                if not fa.RequiresGrad then
+                                    yield { Level = LogLevel.Warning; Message = sprintf "%s.%s is skipped since its requires_grad=False" fa.Prefix fa.Name }
+                                else
+                                    for (k, v, _) in expected fa ->
+                                        { Level = LogLevel.Info; Message = sprintf "paramwise_options -- %s:%s=%s" fa.FullName k (PyFormat.str v) } ]
+                    groupsOk && p.Logs = expectedLogs)
+    ]
+
 [<Tests>]
-let tests = testList "paramwise" [ workedExamples; validation; goldenCore; precedence ]
+let tests = testList "paramwise" [ workedExamples; validation; goldenCore; precedence; decisionTable ]
