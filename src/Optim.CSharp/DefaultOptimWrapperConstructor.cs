@@ -110,7 +110,7 @@ public class DefaultOptimWrapperConstructor : IOptimWrapperConstructor
     /// <param name="module">The module whose parameters to add.</param>
     /// <param name="prefix">Its name in the model (<c>""</c> for the model).</param>
     /// <param name="is_dcn_module">Whether its parent is a deformable-conv module.</param>
-    /// <exception cref="ArgumentException">A rule needs the base lr and the optimizer config has none.</exception>
+    /// <exception cref="OptimConfigException">A rule needs the base lr and the optimizer config has none (TypeError).</exception>
     public virtual void add_params(List<IParamGroup> @params, torch.nn.Module module, string prefix = "", bool is_dcn_module = false)
     {
         var (facts, byId) = ModuleFacts.Collect(module, prefix, is_dcn_module);
@@ -125,7 +125,8 @@ public class DefaultOptimWrapperConstructor : IOptimWrapperConstructor
             Planned.Add((group, g));
         }
         foreach (var line in plan.Logs) Log(line);
-        if (result.IsError) throw Raise.From(result.ErrorValue.Error);
+        // A rule multiplied a missing base value (Python's TypeError): a config problem, kind kept.
+        if (result.IsError) throw new OptimConfigException(new[] { ConfigErrorModule.ofRule("", result.ErrorValue.Error) });
     }
 
     /// <summary>Logs one line through <see cref="OptimLogging"/> and records it in <see cref="Logs"/>.</summary>

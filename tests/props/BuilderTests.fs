@@ -359,6 +359,15 @@ let testBuilder =
                       LogLevel.Information, "paramwise_options -- head.bn.bias:weight_decay=0.0" ]
                     "log lines")
         }
+        test "a multiplier applied to a missing base lr is MMEngine's TypeError, after the lines logged so far" {
+            let cfg = """{"optimizer": {"type": "Adam"}, "paramwise_cfg": {"bias_lr_mult": 2}}"""
+            let e = throws<OptimConfigException> (fun () -> Builder.build_optim_wrapper (exampleModel (), cfg) |> ignore) "no lr"
+            Expect.equal e.Errors.[0].Kind ErrorKind.Type "TypeError"
+            Expect.stringContains e.Message "unsupported operand type(s) for *: 'NoneType' and 'int' (computing lr of conv2.bias)" "message"
+            let r = Inspection.inspect (exampleModel (), cfg)
+            let first = r["errors"].AsArray().[0]
+            Expect.equal (first["kind"].GetValue<string>()) "TypeError" "inspection keeps the kind"
+        }
         test "LBFGS takes no per-parameter groups, as in PyTorch" {
             let e = throws<ArgumentException> (fun () -> Builder.build_optim_wrapper (exampleModel (), """{"optimizer": {"type": "LBFGS", "lr": 1}, "paramwise_cfg": {"bias_lr_mult": 2}}""") |> ignore) "LBFGS"
             Expect.stringContains e.Message "LBFGS doesn't support per-parameter options" "message"
