@@ -29,6 +29,10 @@ let dtypeName (d: CastDtype) =
 let private validDtypes =
     "(" + (dtypeNames |> List.map (fun (n, _) -> "'" + n + "'") |> String.concat ", ") + ")"
 
+/// The AssertionError for a `dtype` that is neither null, a name nor a torch dtype (shown as given).
+let invalidDtypeKind (shown: string) =
+    RuleError.assertion (sprintf "dtype should be None or instance of torch.dtype, got %s" shown)
+
 /// Parses AmpOptimWrapper's `dtype`: null, or one of the names. Other strings and other values are
 /// the AssertionErrors MMEngine raises, naming the value. (A torch dtype is mapped to its name by
 /// the facade before it gets here.)
@@ -39,7 +43,7 @@ let parseDtype (v: PyValue) : Result<CastDtype option, RuleError> =
         match dtypeNames |> List.tryFind (fun (n, _) -> n = s) with
         | Some(_, d) -> Ok(Some d)
         | None -> Error(RuleError.assertion (sprintf "dtype should be any of %s, got %s" validDtypes s))
-    | other -> Error(RuleError.assertion (sprintf "dtype should be None or instance of torch.dtype, got %s" (PyFormat.str other)))
+    | other -> Error(invalidDtypeKind (PyFormat.str other))
 
 /// Where an autocast scope acts.
 [<RequireQualifiedAccess>]

@@ -250,6 +250,10 @@ let parseSettings (kvs: (string * PyValue) list) : Result<Settings, RuleError> =
                 ))
     kvs |> List.fold folder (Ok defaults) |> Result.bind validate
 
+/// The TypeError for a `loss_scale` of a kind that has no Python counterpart (shown as given).
+let invalidLossScale (shown: string) =
+    RuleError.typeError (sprintf "loss_scale must be of type float, dict, or \"dynamic\", but got %s" shown)
+
 /// Parses MMEngine's `loss_scale`: exactly `"dynamic"`, a float, or a dict of GradScaler settings.
 /// Anything else (another string, an int such as 512, None, a bool) is the TypeError MMEngine raises,
 /// naming the value.
@@ -258,5 +262,4 @@ let parseLossScale (v: PyValue) : Result<LossScale, RuleError> =
     | PyValue.Str "dynamic" -> Ok LossScale.Dynamic
     | PyValue.Float x -> Ok(LossScale.Static x)
     | PyValue.Dict kvs -> parseSettings kvs |> Result.map LossScale.Custom
-    | other ->
-        Error(RuleError.typeError (sprintf "loss_scale must be of type float, dict, or \"dynamic\", but got %s" (PyFormat.str other)))
+    | other -> Error(invalidLossScale (PyFormat.str other))

@@ -1,5 +1,4 @@
 using Microsoft.Extensions.Logging;
-using Microsoft.Extensions.Logging.Abstractions;
 using Optim.Core;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -47,7 +46,7 @@ public class GradScaler
     /// <param name="backoff_factor">Multiplier after a step with inf/NaN gradients; must be &lt; 1.</param>
     /// <param name="growth_interval">Consecutive clean steps before the scale grows.</param>
     /// <param name="enabled">False: every method is a pass-through (<c>step</c> just steps).</param>
-    /// <param name="logger">Receives a Debug record for every skipped step.</param>
+    /// <param name="logger">Receives a Debug record for every skipped step (default: <see cref="OptimLogging"/>).</param>
     /// <exception cref="ArgumentException">growth_factor ≤ 1 or backoff_factor ≥ 1.</exception>
     public GradScaler(double init_scale = 65536.0, double growth_factor = 2.0, double backoff_factor = 0.5,
                       long growth_interval = 2000, bool enabled = true, ILogger? logger = null)
@@ -60,7 +59,7 @@ public class GradScaler
     public GradScaler(LossScaling.Settings settings, ILogger? logger = null)
     {
         state = Raise.Unwrap(LossScaling.init(settings), nameof(settings));
-        this.logger = logger ?? NullLogger.Instance;
+        this.logger = logger ?? OptimLogging.CreateLogger(nameof(GradScaler));
     }
 
     /// <summary>The core's view of the scaler: scale, factors, interval, tracker, enabled.</summary>
