@@ -150,6 +150,21 @@ let tests =
             Expect.equal (c.grad.to_type(torch.ScalarType.Float32).data<float32>().ToArray()) [| 32.0f; 32.0f |] "bfloat16"
         }
 
+        test "works when each iteration runs in its own TorchSharp DisposeScope" {
+            let m = mlp 11L
+            let opt = torch.optim.SGD(m.parameters(), 0.1)
+            let scaler = GradScaler()
+            for i in 1..3 do
+                use _scope = torch.NewDisposeScope()
+                opt.zero_grad()
+                (scaler.scale (lossOf m (int64 i))).backward()
+                scaler.unscale_ opt
+                use _inner = torch.NewDisposeScope()
+                scaler.step opt |> ignore
+                scaler.update()
+            Expect.equal (scaler.get_growth_tracker()) 3L "three clean steps"
+        }
+
         testList "checks from TESTS.md" [
             test "fresh state_dict is torch's" {
                 Expect.equal (Py.Repr(GradScaler().state_dict()))

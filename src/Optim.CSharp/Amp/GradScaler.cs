@@ -99,7 +99,8 @@ public class GradScaler
     public virtual Tensor scale(Tensor outputs)
     {
         if (!state.Enabled) return outputs;
-        scaleTensor ??= torch.tensor(state.Scale, ScalarType.Float32, outputs.device);
+        // Long-lived: kept out of any DisposeScope the caller has open.
+        scaleTensor ??= torch.tensor(state.Scale, ScalarType.Float32, outputs.device).DetachFromDisposeScope();
         if (scaleTensor.device_type == outputs.device_type && scaleTensor.device_index == outputs.device_index)
             return outputs * scaleTensor;
         using var moved = scaleTensor.to(outputs.device);
@@ -147,7 +148,8 @@ public class GradScaler
             foreach (var (type, index) in devices)
             {
                 var device = new Device(type, index);
-                var foundInf = torch.zeros(Array.Empty<long>(), ScalarType.Float32, device);
+                // Lives until update() (disposed there), whatever DisposeScope the caller has open.
+                var foundInf = torch.zeros(Array.Empty<long>(), ScalarType.Float32, device).DetachFromDisposeScope();
                 using var invScale = torch.tensor(inv, ScalarType.Float32, device);
                 foreach (var ((t, i, _), list) in groups)
                     if (t == type && i == index)

@@ -1,0 +1,4 @@
+using BenchmarkDotNet.Running;
+
+// dotnet run -c Release --project bench -- --filter '*' --job short
+BenchmarkSwitcher.FromAssembly(typeof(Optim.Bench.UnscaleBenchmarks).Assembly).Run(args);
