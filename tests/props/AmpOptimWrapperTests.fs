@@ -382,6 +382,32 @@ let trainingTests =
             throws<StateDictException> (fun () -> w.load_state_dict(other.state_dict())) "wrong optimizer" |> ignore
             Expect.equal (w.loss_scaler.get_scale()) 65536.0 "scaler restored"
         }
+        test "inside optim_context (bf16): Linear/Conv2d give bfloat16, grads stay float32, nested enabled:false is float32, after it float32" {
+            torch.manual_seed 5L |> ignore
+            let lin = torch.nn.Linear(4L, 2L)
+            let conv = torch.nn.Conv2d(1L, 1L, 1L)
+            let w = AmpOptimWrapper(torch.optim.SGD(Seq.append (lin.parameters()) (conv.parameters()), 0.1), dtype = "bfloat16")
+            use x = torch.randn(3L, 4L)
+            use xi = torch.randn(1L, 1L, 2L, 2L)
+            let loss =
+                use _ctx = w.optim_context lin
+                let y = lin.forward x
+                let z = conv.forward xi
+                Expect.equal y.dtype ST.BFloat16 "Linear"
+                Expect.equal z.dtype ST.BFloat16 "Conv2d"
+                do
+                    use _off = Amp.autocast(enabled = false)
+                    Expect.equal (lin.forward x).dtype ST.Float32 "nested enabled:false"
+                Expect.equal (lin.forward x).dtype ST.BFloat16 "back in the context"
+                y.float().sum() + z.float().sum()
+            w.update_params loss
+            Expect.equal (lin.forward x).dtype ST.Float32 "Linear after"
+            Expect.equal (conv.forward xi).dtype ST.Float32 "Conv2d after"
+            w.backward ((lin.forward x).sum() + (conv.forward xi).sum())
+            for p in w.optimizer.parameters() do
+                Expect.equal p.dtype ST.Float32 "params float32"
+                Expect.equal p.grad.dtype ST.Float32 "grads float32"
+        }
         test "an exception inside optim_context leaves autocast off" {
             let model = new ToyModel()
             let w = AmpOptimWrapper(sgd model 0.1)

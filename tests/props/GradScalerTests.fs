@@ -213,6 +213,19 @@ let tests =
                 use s = scaler.scale l
                 Expect.equal (s.item<float32>()) (l.item<float32>() * 8.0f) "scaled by 8"
             }
+            test "update with a one-element tensor" {
+                let m = mlp 12L
+                let opt = torch.optim.SGD(m.parameters(), 0.1)
+                let scaler = GradScaler()
+                iteration scaler opt m 12L None
+                (scaler.scale (lossOf m 13L)).backward()
+                scaler.step opt |> ignore
+                scaler.update(torch.tensor(4.0f))
+                Expect.equal (scaler.get_scale()) 4.0 "scale"
+                Expect.equal (scaler.get_growth_tracker()) 1L "tracker unchanged"
+                throwsWith<OptimAssertionException> (fun () -> scaler.update(torch.tensor([| 1.0f; 2.0f |]))) "1-element" "two elements"
+                throwsWith<OptimAssertionException> (fun () -> scaler.update(torch.tensor(2.0f, requires_grad = true))) "require grad" "requires grad"
+            }
             test "optimizer.step is skipped when a grad is NaN" {
                 let m = mlp 5L
                 let opt = torch.optim.SGD(m.parameters(), 0.1)
