@@ -417,6 +417,23 @@ let trainingTests =
             throws<Exception> run "boom" |> ignore
             Expect.isFalse (Amp.is_autocast_enabled "cpu") "off"
         }
+        test "build_optim_wrapper builds an AmpOptimWrapper from a config" {
+            let model = new ToyModel()
+            let w =
+                Builder.build_optim_wrapper<AmpOptimWrapper>(model,
+                    """{"type": "AmpOptimWrapper", "optimizer": {"type": "SGD", "lr": 0.01},
+                        "loss_scale": 512.0, "dtype": "bfloat16", "accumulative_counts": 2, "use_fsdp": false}""")
+            Expect.equal w.scale_update_param (Nullable 512.0) "static loss scale"
+            Expect.equal w.cast_dtype (Nullable ST.BFloat16) "dtype"
+            Expect.equal w.accumulative_counts 2 "accumulative_counts"
+            let dyn = Builder.build_optim_wrapper<AmpOptimWrapper>(model, """{"type": "AmpOptimWrapper", "optimizer": {"type": "SGD", "lr": 0.01}, "loss_scale": {"init_scale": 16.0, "growth_interval": 3}}""")
+            Expect.equal (scalerRepr dyn) "{'scale': 16.0, 'growth_factor': 2.0, 'backoff_factor': 0.5, 'growth_interval': 3, '_growth_tracker': 0}" "dict"
+            Expect.equal (scalerRepr (Builder.build_optim_wrapper<AmpOptimWrapper>(model, """{"type": "AmpOptimWrapper", "optimizer": {"type": "SGD", "lr": 0.01}}""")))
+                "{'scale': 65536.0, 'growth_factor': 2.0, 'backoff_factor': 0.5, 'growth_interval': 2000, '_growth_tracker': 0}" "default"
+            let e = throws<Exception> (fun () -> Builder.build_optim_wrapper(model, """{"type": "AmpOptimWrapper", "optimizer": {"type": "SGD", "lr": 0.01}, "loss_scale": {"growth_factor": 0.5}}""") |> ignore) "bad factor"
+            Expect.stringContains e.Message "The growth factor must be > 1.0." "config error from the core's rule"
+            throws<ArgumentException> (fun () -> Builder.build_optim_wrapper(model, """{"type": "AmpOptimWrapper", "optimizer": {"type": "SGD", "lr": 0.01}, "use_fsdp": true}""") |> ignore) "fsdp" |> ignore
+        }
         test "repr names the class" {
             let w = AmpOptimWrapper(sgd (new ToyModel()) 0.1)
             Expect.stringStarts (string w) "Type: AmpOptimWrapper\n_accumulative_counts: 1\noptimizer: \n" "repr"
