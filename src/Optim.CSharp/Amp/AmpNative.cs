@@ -8,7 +8,8 @@ namespace Optim;
 /// libtorch's autocast API and fused AMP kernels, called directly in <c>libtorch_cpu.so</c> (TorchSharp
 /// does not bind them). The C++ names are mangled; <c>c10::DeviceType</c> and <c>c10::ScalarType</c>
 /// are one-byte enums, <c>bool</c> is one byte, a TorchSharp tensor handle is an <c>at::Tensor*</c>,
-/// and an <c>at::ArrayRef&lt;at::Tensor&gt;</c> is passed by value as (data pointer, length).
+/// and an <c>at::ArrayRef&lt;at::Tensor&gt;</c> is passed by value as (data pointer, length);
+/// <c>increment_nesting</c>/<c>decrement_nesting</c> return a C++ <c>int</c> (32 bits).
 /// </summary>
 /// <remarks>
 /// A C++ exception thrown by libtorch cannot cross this boundary, so every precondition the kernels
@@ -40,10 +41,10 @@ internal static unsafe class AmpNative
     private static extern sbyte get_autocast_dtype(sbyte deviceType);
 
     [DllImport(Lib, EntryPoint = "_ZN2at8autocast17increment_nestingEv", ExactSpelling = true)]
-    private static extern long increment_nesting();
+    private static extern int increment_nesting();
 
     [DllImport(Lib, EntryPoint = "_ZN2at8autocast17decrement_nestingEv", ExactSpelling = true)]
-    private static extern long decrement_nesting();
+    private static extern int decrement_nesting();
 
     [DllImport(Lib, EntryPoint = "_ZN2at8autocast11clear_cacheEv", ExactSpelling = true)]
     private static extern void clear_cache();
@@ -68,8 +69,8 @@ internal static unsafe class AmpNative
     internal static void SetEnabled(DeviceType device, bool enabled) => set_autocast_enabled((sbyte)device, enabled ? (byte)1 : (byte)0);
     internal static ScalarType GetDtype(DeviceType device) => (ScalarType)get_autocast_dtype((sbyte)device);
     internal static void SetDtype(DeviceType device, ScalarType dtype) => set_autocast_dtype((sbyte)device, (sbyte)dtype);
-    internal static long IncrementNesting() => increment_nesting();
-    internal static long DecrementNesting() => decrement_nesting();
+    internal static int IncrementNesting() => increment_nesting();
+    internal static int DecrementNesting() => decrement_nesting();
     internal static void ClearCache() => clear_cache();
     internal static bool IsCacheEnabled() => is_autocast_cache_enabled() != 0;
     internal static void SetCacheEnabled(bool enabled) => set_autocast_cache_enabled(enabled ? (byte)1 : (byte)0);

@@ -21,6 +21,7 @@ namespace Optim;
 /// device holding gradients); <see cref="update(double?)"/> reuses what it read.</para>
 /// <para>Typical loop: <c>scaler.scale(loss).backward(); scaler.step(optimizer); scaler.update();</c>
 /// (and <c>scaler.unscale_(optimizer)</c> before clipping gradients).</para>
+/// <para>Not thread-safe: use one scaler from one training loop.</para>
 /// <para><see cref="scale(Tensor)"/>, <see cref="unscale_"/>, <see cref="step"/> and
 /// <see cref="update(double?)"/> are virtual so a subclass can observe or replace them.</para>
 /// </remarks>
