@@ -121,7 +121,7 @@ public static class Registries
     /// </summary>
     public static readonly Registry<OptimizerFactory> OPTIMIZERS = new("optimizer");
 
-    /// <summary>Optimizer wrappers: <c>OptimWrapper</c> (and whatever else is registered, e.g. AMP wrappers).</summary>
+    /// <summary>Optimizer wrappers: <c>OptimWrapper</c>, <c>AmpOptimWrapper</c>, and whatever else is registered.</summary>
     public static readonly Registry<OptimWrapperFactory> OPTIM_WRAPPERS = new("optim_wrapper");
 
     /// <summary>Optimizer wrapper constructors: <c>DefaultOptimWrapperConstructor</c> and user constructors.</summary>
@@ -139,6 +139,14 @@ public static class Registries
         {
             WrapperArgs.Check("OptimWrapper", kwargs, "accumulative_counts", "clip_grad");
             return new OptimWrapper(optimizer, WrapperArgs.Int(kwargs, "accumulative_counts", 1), WrapperArgs.Dict(kwargs, "clip_grad"));
+        });
+        OPTIM_WRAPPERS.register_module("AmpOptimWrapper", (optimizer, kwargs) =>
+        {
+            WrapperArgs.Check("AmpOptimWrapper", kwargs, "loss_scale", "dtype", "accumulative_counts", "clip_grad", "use_fsdp");
+            if (kwargs.GetValueOrDefault("use_fsdp") is true)
+                throw new ArgumentException("AmpOptimWrapper: use_fsdp=True needs FSDP's ShardedGradScaler, which TorchSharp does not have", "use_fsdp");
+            return new AmpOptimWrapper(optimizer, kwargs.GetValueOrDefault("loss_scale", "dynamic"), kwargs.GetValueOrDefault("dtype"),
+                WrapperArgs.Int(kwargs, "accumulative_counts", 1), WrapperArgs.Dict(kwargs, "clip_grad"));
         });
         OPTIM_WRAPPER_CONSTRUCTORS.register_module("DefaultOptimWrapperConstructor", cfg => new DefaultOptimWrapperConstructor(cfg));
     }

@@ -241,8 +241,6 @@ let ofOptimizer (optimizer: OptimizerConfig) : OptimWrapperConfig =
       Extra = []
       Given = [] }
 
-let private dtypes = [ "float16"; "bfloat16"; "float32"; "float64" ]
-
 /// Checks an `optimizer` dict (path `optimizer`).
 let parseOptimizer (path: string) (v: PyValue) : Result<OptimizerConfig, ConfigError list> =
     match v with
@@ -324,31 +322,28 @@ let parse (v: PyValue) : Result<OptimWrapperConfig, ConfigError list> =
                     let path = if e.Message.StartsWith "clip_grad" then "" else "clip_grad"
                     errors.Add(ConfigError.ofRule path e)
                     None
+        // AmpOptimWrapper's own rules (LossScaling, Autocast), checked now so that every error is reported at once.
         let lossScale =
             match PyValue.tryFind "loss_scale" kvs with
             | None -> None
-            | Some(PyValue.Str "dynamic") -> Some LossScale.Dynamic
-            | Some(PyValue.Float f) -> Some(LossScale.Static f)
-            | Some(PyValue.Dict d) -> Some(LossScale.Custom d)
-            | Some other ->
-                errors.Add(
-                    ConfigError.at "loss_scale" ErrorKind.Type
-                        (sprintf "loss_scale must be of type float, dict, or \"dynamic\", but got %s" (PyFormat.str other)))
-                None
+            | Some v ->
+                match LossScaling.parseLossScale v, v with
+                | Ok LossScaling.LossScale.Dynamic, _ -> Some LossScale.Dynamic
+                | Ok(LossScaling.LossScale.Static f), _ -> Some(LossScale.Static f)
+                | Ok(LossScaling.LossScale.Custom _), PyValue.Dict d -> Some(LossScale.Custom d)
+                | Ok(LossScaling.LossScale.Custom _), _ -> None
+                | Error e, _ ->
+                    errors.Add(ConfigError.ofRule "loss_scale" e)
+                    None
         let dtype =
             match PyValue.tryFind "dtype" kvs with
-            | None | Some PyValue.None -> None
-            | Some(PyValue.Str s) when List.contains s dtypes -> Some s
-            | Some(PyValue.Str s) ->
-                errors.Add(
-                    ConfigError.at "dtype" ErrorKind.Assertion
-                        (sprintf "dtype should be any of ('float16', 'bfloat16', 'float32', 'float64'), got %s" s))
-                None
-            | Some other ->
-                errors.Add(
-                    ConfigError.at "dtype" ErrorKind.Assertion
-                        (sprintf "dtype should be None or instance of torch.dtype, got %s" (PyFormat.str other)))
-                None
+            | None -> None
+            | Some v ->
+                match Autocast.parseDtype v with
+                | Ok d -> d |> Option.map Autocast.dtypeName
+                | Error e ->
+                    errors.Add(ConfigError.ofRule "dtype" e)
+                    None
         if errors.Count > 0 then
             Error(List.ofSeq errors)
         else
