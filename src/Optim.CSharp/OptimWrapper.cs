@@ -1,0 +1,354 @@
+using Microsoft.Extensions.Logging;
+using Microsoft.FSharp.Core;
+using Optim.Core;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+using Optimizer = TorchSharp.torch.optim.Optimizer;
+
+namespace Optim;
+
+/// <summary>
+/// Implemented by a data-parallel module that can skip gradient synchronisation (PyTorch's
+/// <c>DistributedDataParallel.no_sync()</c>). TorchSharp has no DDP: a module that all-reduces
+/// gradients implements this, and <see cref="OptimWrapper.optim_context"/> enters
+/// <see cref="no_sync"/> on iterations that do not update.
+/// </summary>
+public interface INoSyncModule
+{
+    /// <summary>A scope inside which backward passes do not synchronise gradients.</summary>
+    IDisposable no_sync();
+}
+
+/// <summary>The abstract optimizer wrapper (MMEngine's <c>BaseOptimWrapper</c>).</summary>
+public abstract class BaseOptimWrapper
+{
+    /// <summary>Scale the loss, back-propagate, and step and zero the gradients when it is time to.</summary>
+    public abstract void update_params(Tensor loss);
+
+    /// <summary>Back-propagate the loss.</summary>
+    public abstract void backward(Tensor loss);
+
+    /// <summary>Update the parameters.</summary>
+    public abstract void step();
+
+    /// <summary>Clear the gradients.</summary>
+    public abstract void zero_grad(bool set_to_none = true);
+
+    /// <summary>The param groups schedulers act on.</summary>
+    public abstract IReadOnlyList<IParamGroup> param_groups { get; }
+
+    /// <summary>The learning rates, one per group (<c>base_lr</c> first when there is a base group).</summary>
+    public abstract IReadOnlyDictionary<string, List<double>> get_lr();
+
+    /// <summary>The momenta, one per group.</summary>
+    public abstract IReadOnlyDictionary<string, List<double>> get_momentum();
+}
+
+/// <summary>
+/// MMEngine's <c>OptimWrapper</c> over any TorchSharp optimizer: loss scaling for gradient
+/// accumulation, backward, optional gradient clipping, step and zero_grad, with MMEngine's exact
+/// counting rules (the rules live in <c>Optim.Core.Accumulation</c> and <c>Optim.Core.Clipping</c>).
+/// </summary>
+/// <example>
+/// <code>
+/// var wrapper = new OptimWrapper(torch.optim.SGD(model.parameters(), 0.01), accumulative_counts: 4);
+/// wrapper.initialize_count_status(model, 0, maxIters);
+/// foreach (var (x, y) in data) {
+///     using (wrapper.optim_context(model)) { loss = lossFn(model.forward(x), y); }
+///     wrapper.update_params(loss);
+/// }
+/// </code>
+/// </example>
+public class OptimWrapper : BaseOptimWrapper
+{
+    private readonly Optimizer? _optimizer;
+    private Accumulation.Counts _counts;
+    private readonly Clipping.Parsed? _clip;
+    private PlainParamGroup? _baseParamSettings;
+    private readonly ILogger _logger = OptimLogging.CreateLogger(nameof(OptimWrapper));
+
+    /// <summary>Wraps an optimizer.</summary>
+    /// <param name="optimizer">Any TorchSharp optimizer.</param>
+    /// <param name="accumulative_counts">Backward passes per update (at least 1).</param>
+    /// <param name="clip_grad">
+    /// null for no clipping, else MMEngine's dict: <c>{"max_norm": 35}</c> (optionally <c>"type": "norm"</c>,
+    /// <c>norm_type</c>, <c>error_if_nonfinite</c>) or <c>{"type": "value", "clip_value": 0.5}</c>.
+    /// Unlike MMEngine, the caller's dict is not modified, and unknown keys are rejected here rather
+    /// than at the first step.
+    /// </param>
+    /// <exception cref="ArgumentException">accumulative_counts below 1, or a malformed clip_grad.</exception>
+    public OptimWrapper(Optimizer optimizer, int accumulative_counts = 1, IDictionary<string, object?>? clip_grad = null)
+    {
+        ArgumentNullException.ThrowIfNull(optimizer);
+        _counts = Raise.Unwrap(Accumulation.create(accumulative_counts), nameof(accumulative_counts));
+        _optimizer = optimizer;
+        var parsed = Raise.Unwrap(Clipping.parse(clip_grad is null ? PyValue.None : Py.ToPy(clip_grad)), nameof(clip_grad));
+        _clip = FSharpOption<Clipping.Parsed>.get_IsSome(parsed) ? parsed.Value : null;
+        message_hub = MessageHub.get_current_instance();
+        if (OptimizerGroups.Of(optimizer).Count > 1)
+            _baseParamSettings = new PlainParamGroup(OptimizerGroups.Defaults(optimizer));
+    }
+
+    /// <summary>For containers of wrappers (<see cref="OptimWrapper"/> subclasses that hold no optimizer of their own).</summary>
+    protected OptimWrapper()
+    {
+        _counts = Raise.Unwrap(Accumulation.create(1));
+        message_hub = MessageHub.get_current_instance();
+    }
+
+    /// <summary>The wrapped optimizer.</summary>
+    public Optimizer optimizer => _optimizer ?? throw new NotSupportedException($"{GetType().Name} holds no optimizer of its own");
+
+    /// <summary>The hub that receives <c>train/grad_norm</c>: the current one when this wrapper was built.</summary>
+    public MessageHub message_hub { get; }
+
+    /// <summary>Raised with the total gradient norm (before clipping) each time clipping by norm runs.</summary>
+    public event EventHandler<double>? GradNormReported;
+
+    /// <summary>The last total gradient norm reported by clipping by norm, or null.</summary>
+    public double? LastGradNorm { get; private set; }
+
+    /// <summary>The clip_grad settings without <c>type</c> (MMEngine's <c>clip_grad_kwargs</c>), or null.</summary>
+    public IReadOnlyDictionary<string, object?>? clip_grad_kwargs =>
+        _clip is null ? null : (IReadOnlyDictionary<string, object?>)Py.FromPy(PyValue.NewDict(_clip.Kwargs))!;
+
+    /// <summary>The parsed clipping setting, or null.</summary>
+    public Clipping.ClipGrad? ClipGrad => _clip?.Clip;
+
+    /// <summary>Backward passes per update.</summary>
+    public int accumulative_counts => _counts.Accumulative;
+
+    /// <summary>Backward passes so far (not updates).</summary>
+    public int inner_count
+    {
+        get => _counts.Inner;
+        protected internal set => _counts = new Accumulation.Counts(_counts.Accumulative, value, _counts.Max, _counts.Remainder);
+    }
+
+    /// <summary>Total iterations of the run, or -1 when unknown.</summary>
+    public int max_counts => _counts.Max;
+
+    /// <summary><c>max_counts % accumulative_counts</c>, or -1 before <see cref="initialize_count_status"/>.</summary>
+    public int remainder_counts => _counts.Remainder;
+
+    /// <summary>The un-multiplied base hyper-parameters as a pseudo group, when the optimizer has several groups.</summary>
+    public IParamGroup? base_param_settings => _baseParamSettings;
+
+    /// <summary>The optimizer's defaults under PyTorch's names.</summary>
+    public IReadOnlyDictionary<string, object?> defaults => OptimizerGroups.Defaults(optimizer);
+
+    /// <summary>The optimizer's groups, plus <see cref="base_param_settings"/> when present.</summary>
+    public override IReadOnlyList<IParamGroup> param_groups
+    {
+        get
+        {
+            var groups = OptimizerGroups.Of(optimizer);
+            return _baseParamSettings is null ? groups : groups.Append(_baseParamSettings).ToList();
+        }
+    }
+
+    /// <summary>
+    /// MMEngine's exact order: scale the loss by the accumulation factor, <see cref="backward"/>, and when
+    /// <see cref="should_update"/>: <see cref="step"/> then <see cref="zero_grad"/>.
+    /// </summary>
+    public override void update_params(Tensor loss)
+    {
+        var scaled = scale_loss(loss);
+        backward(scaled);
+        if (should_update())
+        {
+            step();
+            zero_grad();
+        }
+    }
+
+    /// <summary>Back-propagates and counts the backward pass. Overrides must count exactly once (call base or <see cref="CountBackward"/>).</summary>
+    public override void backward(Tensor loss)
+    {
+        loss.backward();
+        CountBackward();
+    }
+
+    /// <summary>Counts one backward pass (for subclasses that back-propagate differently).</summary>
+    protected void CountBackward() => _counts = Accumulation.afterBackward(_counts);
+
+    /// <summary>Clips the gradients if configured, then steps the optimizer.</summary>
+    public override void step()
+    {
+        if (_clip is not null) _clip_grad();
+        optimizer.step();
+    }
+
+    /// <summary>Clears the gradients: sets them to null (PyTorch 2's default), or zeroes them.</summary>
+    public override void zero_grad(bool set_to_none = true)
+    {
+        if (!set_to_none) { optimizer.zero_grad(); return; }
+        foreach (var group in OptimizerGroups.Of(optimizer))
+            foreach (var p in group.Params)
+                if (p.grad is not null) p.grad = null;
+    }
+
+    /// <summary>
+    /// The scope to run the forward pass in: on iterations that will not update, a
+    /// <see cref="INoSyncModule"/> model skips gradient synchronisation.
+    /// </summary>
+    public virtual IDisposable optim_context(nn.Module model)
+    {
+        if (!should_sync() && model is INoSyncModule noSync) return noSync.no_sync();
+        return EmptyScope.Instance;
+    }
+
+    /// <summary>
+    /// Tells the wrapper where training starts and ends (in iterations), so that the last
+    /// <c>max_counts % accumulative_counts</c> iterations are scaled by that remainder and still update.
+    /// Warns when resuming mid-accumulation and when accumulating over a model with BatchNorm.
+    /// </summary>
+    public void initialize_count_status(nn.Module model, int init_counts, int max_counts)
+    {
+        var (counts, warnings) = Accumulation.initialize(ContainsBatchNorm(model), init_counts, max_counts, _counts).ToValueTuple();
+        _counts = counts;
+        foreach (var w in warnings) _logger.LogWarning("{Message}", Accumulation.message(w));
+    }
+
+    /// <summary>Whether the last backward completes an accumulation (time to step).</summary>
+    public bool should_update() => Accumulation.shouldUpdate(_counts);
+
+    /// <summary>Whether the coming backward should synchronise gradients.</summary>
+    public bool should_sync() => Accumulation.shouldSync(_counts);
+
+    /// <summary>The loss divided by the accumulation factor for the coming backward.</summary>
+    /// <exception cref="OptimAssertionException">Training went past the known end of the run.</exception>
+    public Tensor scale_loss(Tensor loss)
+    {
+        var factor = Raise.Unwrap(Accumulation.lossFactor(_counts), runtime: true);
+        return loss / factor;
+    }
+
+    /// <inheritdoc />
+    public override IReadOnlyDictionary<string, List<double>> get_lr()
+    {
+        var result = new OrderedDictionary<string, List<double>>();
+        if (_baseParamSettings is not null) result["base_lr"] = new List<double> { Convert.ToDouble(_baseParamSettings["lr"]) };
+        result["lr"] = OptimizerGroups.Of(optimizer).Select(g => Convert.ToDouble(g["lr"])).ToList();
+        return result;
+    }
+
+    /// <inheritdoc />
+    public override IReadOnlyDictionary<string, List<double>> get_momentum()
+    {
+        var result = new OrderedDictionary<string, List<double>>();
+        result["momentum"] = OptimizerGroups.Of(optimizer).Select(MomentumOf).ToList();
+        return result;
+    }
+
+    internal static double MomentumOf(IParamGroup group)
+    {
+        var m = Optimizers.momentumOf(FuncConvert.FromFunc<string, FSharpOption<PyValue>>(key =>
+            group.ContainsKey(key) ? FSharpOption<PyValue>.Some(Py.ToPy(group[key])) : FSharpOption<PyValue>.None));
+        return Convert.ToDouble(Py.FromPy(m));
+    }
+
+    /// <summary>
+    /// The optimizer's state, its groups' hyper-parameters (extra keys included), the base group, and —
+    /// unlike MMEngine — the accumulation counters, so a resumed run continues mid-accumulation exactly.
+    /// </summary>
+    public virtual OptimStateDict state_dict() => OptimStateDict.Capture(this);
+
+    /// <summary>
+    /// Restores a state from <see cref="state_dict"/>. The caller's object is not modified.
+    /// </summary>
+    /// <exception cref="StateDictException">The state does not fit (group count, parameter shapes, corrupt
+    /// data); the wrapper is left exactly as it was.</exception>
+    public virtual void load_state_dict(OptimStateDict state) => state.ApplyTo(this);
+
+    internal (int Inner, int Max) Counters => (_counts.Inner, _counts.Max);
+
+    internal void RestoreCounters(int inner, int max)
+    {
+        var restored = Accumulation.initialize(false, inner, max, _counts).Item1;
+        _counts = max == -1 ? new Accumulation.Counts(_counts.Accumulative, inner, -1, -1) : restored;
+    }
+
+    internal void ReplaceBaseParamSettings(PlainParamGroup? group) => _baseParamSettings = group;
+
+    /// <summary>MMEngine's repr: the wrapper type, the accumulation count and PyTorch's optimizer repr.</summary>
+    public override string ToString() =>
+        $"Type: {GetType().Name}\n_accumulative_counts: {_counts.Accumulative}\noptimizer: \n{OptimizerRepr(optimizer)}\n";
+
+    /// <summary>PyTorch's <c>repr(optimizer)</c>: each group's keys sorted, values in Python's <c>str()</c>.</summary>
+    public static string OptimizerRepr(Optimizer optimizer)
+    {
+        var sb = new System.Text.StringBuilder(OptimizerGroups.PyTorchName(optimizer) + " (");
+        var groups = OptimizerGroups.Of(optimizer);
+        for (int i = 0; i < groups.Count; i++)
+        {
+            sb.Append('\n').Append("Parameter Group ").Append(i).Append('\n');
+            foreach (var key in groups[i].Keys.OrderBy(k => k, StringComparer.Ordinal))
+                sb.Append("    ").Append(key).Append(": ").Append(PyFormat.str(Py.ToPy(groups[i][key]))).Append('\n');
+        }
+        return sb.Append(')').ToString();
+    }
+
+    /// <summary>
+    /// Clips the gradients of the optimizer's parameters that require grad and have one, as
+    /// <c>torch.nn.utils.clip_grad_norm_</c> / <c>clip_grad_value_</c> do; by norm, the total norm is
+    /// reported to <see cref="message_hub"/> as <c>train/grad_norm</c>, to <see cref="GradNormReported"/>
+    /// and <see cref="LastGradNorm"/>.
+    /// </summary>
+    protected virtual void _clip_grad()
+    {
+        var grads = OptimizerGroups.Of(optimizer).SelectMany(g => g.Params)
+            .Where(p => p.requires_grad && p.grad is not null).Select(p => p.grad!).ToList();
+        if (grads.Count == 0 || _clip is null) return;
+        if (_clip.Clip is Clipping.ClipGrad.Value byValue)
+        {
+            foreach (var g in grads) g.clamp_(-byValue.Item.ClipValue, byValue.Item.ClipValue);
+            return;
+        }
+        var byNorm = ((Clipping.ClipGrad.Norm)_clip.Clip).Item;
+        var total = GradClipping.ClipByNorm(grads, byNorm);
+        LastGradNorm = total;
+        message_hub.update_scalar("train/grad_norm", total);
+        GradNormReported?.Invoke(this, total);
+    }
+
+    private static bool ContainsBatchNorm(nn.Module module) =>
+        module is BatchNorm || module.named_children().Any(c => ContainsBatchNorm(c.module));
+
+    private sealed class EmptyScope : IDisposable
+    {
+        public static readonly EmptyScope Instance = new();
+        public void Dispose() { }
+    }
+}
+
+/// <summary>PyTorch's clip-by-norm on TorchSharp tensors (the one device sync is reading the norm).</summary>
+internal static class GradClipping
+{
+    /// <summary>Scales every gradient by min(1, max_norm / (total + 1e-6)) and returns the total norm.</summary>
+    public static double ClipByNorm(IReadOnlyList<Tensor> grads, Clipping.ByNorm settings)
+    {
+        using var scope = torch.NewDisposeScope();
+        var device = grads[0].device;
+        Tensor total;
+        if (settings.NormType.IsInfinity)
+        {
+            var maxes = grads.Select(g => g.detach().abs().max().to(device)).ToList();
+            total = maxes.Count == 1 ? maxes[0] : torch.stack(maxes).max();
+        }
+        else
+        {
+            var p = ((Clipping.NormOrder.P)settings.NormType).Item;
+            var norms = grads.Select(g => torch.linalg.vector_norm(g.detach(), p).to(device)).ToList();
+            total = torch.linalg.vector_norm(torch.stack(norms), p);
+        }
+        if (settings.ErrorIfNonfinite && (total.isnan() | total.isinf()).item<bool>())
+            throw new InvalidOperationException(
+                $"The total norm of order {PyFormat.@float(settings.NormType.IsInfinity ? double.PositiveInfinity : ((Clipping.NormOrder.P)settings.NormType).Item)} for gradients from `parameters` is non-finite, so it cannot be clipped. To disable this error and scale the gradients by the non-finite norm anyway, set `error_if_nonfinite=False`");
+        // Python's `max_norm / tensor` is reciprocal-then-multiply; do the same for the same bits.
+        var coef = (total + 1e-6).reciprocal().mul(settings.MaxNorm).clamp_max(1.0);
+        foreach (var g in grads) g.mul_(coef.to(g.device));
+        return total.to(torch.float64).item<double>();
+    }
+}
