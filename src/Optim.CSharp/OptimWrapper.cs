@@ -39,10 +39,10 @@ public abstract class BaseOptimWrapper
     public abstract IReadOnlyList<IParamGroup> param_groups { get; }
 
     /// <summary>The learning rates, one per group (<c>base_lr</c> first when there is a base group).</summary>
-    public abstract IReadOnlyDictionary<string, List<double>> get_lr();
+    public abstract HyperParameterValues get_lr();
 
     /// <summary>The momenta, one per group.</summary>
-    public abstract IReadOnlyDictionary<string, List<double>> get_momentum();
+    public abstract HyperParameterValues get_momentum();
 }
 
 /// <summary>
@@ -180,6 +180,16 @@ public class OptimWrapper : BaseOptimWrapper
         optimizer.step();
     }
 
+    /// <summary>
+    /// Clips the gradients if configured, then steps the optimizer with a closure that re-evaluates the
+    /// loss (PyTorch's <c>step(closure)</c>; LBFGS needs it).
+    /// </summary>
+    public virtual void step(Func<Tensor> closure)
+    {
+        if (_clip is not null) _clip_grad();
+        optimizer.step(closure);
+    }
+
     /// <summary>Clears the gradients: sets them to null (PyTorch 2's default), or zeroes them.</summary>
     public override void zero_grad(bool set_to_none = true)
     {
@@ -226,28 +236,26 @@ public class OptimWrapper : BaseOptimWrapper
     }
 
     /// <inheritdoc />
-    public override IReadOnlyDictionary<string, List<double>> get_lr()
+    public override HyperParameterValues get_lr()
     {
-        var result = new OrderedDictionary<string, List<double>>();
-        if (_baseParamSettings is not null) result["base_lr"] = new List<double> { Convert.ToDouble(_baseParamSettings["lr"]) };
-        result["lr"] = OptimizerGroups.Of(optimizer).Select(g => Convert.ToDouble(g["lr"])).ToList();
+        var result = new HyperParameterValues();
+        if (_baseParamSettings is not null) result.Add("base_lr", new[] { Py.ToPy(_baseParamSettings["lr"]) });
+        result.Add("lr", OptimizerGroups.Of(optimizer).Select(g => Py.ToPy(g["lr"])));
         return result;
     }
 
     /// <inheritdoc />
-    public override IReadOnlyDictionary<string, List<double>> get_momentum()
+    public override HyperParameterValues get_momentum()
     {
-        var result = new OrderedDictionary<string, List<double>>();
-        result["momentum"] = OptimizerGroups.Of(optimizer).Select(MomentumOf).ToList();
+        var result = new HyperParameterValues();
+        result.Add("momentum", OptimizerGroups.Of(optimizer).Select(MomentumOf));
         return result;
     }
 
-    internal static double MomentumOf(IParamGroup group)
-    {
-        var m = Optimizers.momentumOf(FuncConvert.FromFunc<string, FSharpOption<PyValue>>(key =>
+    /// <summary>MMEngine's momentum of a group: <c>momentum</c>, else <c>betas[0]</c>, else 0.</summary>
+    internal static PyValue MomentumOf(IParamGroup group) =>
+        Optimizers.momentumOf(FuncConvert.FromFunc<string, FSharpOption<PyValue>>(key =>
             group.ContainsKey(key) ? FSharpOption<PyValue>.Some(Py.ToPy(group[key])) : FSharpOption<PyValue>.None));
-        return Convert.ToDouble(Py.FromPy(m));
-    }
 
     /// <summary>
     /// The optimizer's state, its groups' hyper-parameters (extra keys included), the base group, and —

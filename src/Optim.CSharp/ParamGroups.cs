@@ -87,9 +87,11 @@ internal sealed class TorchParamGroup : IParamGroup
     private readonly OptimizerOptions? _fallback;
     private readonly ParamGroup? _group;
     private readonly string[] _hyperKeys;
+    private readonly string _optimizerName;
 
     internal TorchParamGroup(string optimizerName, OptimizerOptions options, OptimizerOptions? fallback, ParamGroup? group)
     {
+        _optimizerName = optimizerName;
         _options = options;
         _fallback = fallback;
         _group = group;
@@ -130,7 +132,7 @@ internal sealed class TorchParamGroup : IParamGroup
             if (key == "lr") return _options.LearningRate ?? _fallback?.LearningRate;
             if (PairFields.TryGetValue(key, out var pair))
                 return ((double)ReadField(pair.First)!, (double)ReadField(pair.Second)!);
-            return ReadField(key);
+            return Py.FromPy(Optimizers.pythonTyped(_optimizerName, key, Py.ToPy(ReadField(key))));
         }
         set
         {

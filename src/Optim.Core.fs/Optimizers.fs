@@ -47,3 +47,15 @@ let momentumOf (tryGet: string -> PyValue option) : PyValue =
         match tryGet "betas" with
         | Some (PyValue.Tuple (b0 :: _)) | Some (PyValue.List (b0 :: _)) -> b0
         | _ -> PyValue.Int 0L
+
+/// A hyper-parameter value with PyTorch's Python type: TorchSharp keeps every number as a double,
+/// so a value still equal to an integer default (SGD's `momentum=0`) is reported as that int, as
+/// PyTorch would print it (`{'momentum': [0]}`).
+let pythonTyped (optimizerName: string) (key: string) (value: PyValue) : PyValue =
+    let intDefault =
+        tryHyperParameters optimizerName
+        |> Option.bind (List.tryFind (fun h -> h.Name = key))
+        |> Option.bind (fun h -> match h.Default with PyValue.Int i -> Some i | _ -> Option.None)
+    match intDefault, value with
+    | Some i, PyValue.Float f when f = float i -> PyValue.Int i
+    | _ -> value

@@ -316,11 +316,22 @@ let extraTests =
             Expect.equal (List.ofSeq hub.log_scalars.["train/grad_norm"]) [ 8.0 ] "max |g|"
             Expect.floatClose Accuracy.medium (float (valuesOf p.grad).[1]) -2.0 "scaled to max_norm"
         }
+        test "get_lr and get_momentum print as the seed shows" {
+            let model = torch.nn.Linear(1L, 1L)
+            let optimizer = torch.optim.SGD(parametersOf model, 0.01)
+            let w = OptimWrapper(optimizer)
+            Expect.equal (Py.Repr(w.param_groups.[0].["lr"])) "0.01" "lr"
+            Expect.equal (Py.Repr(w.param_groups.[0].["momentum"])) "0" "momentum left at PyTorch's int default"
+            Expect.equal (string (w.get_lr())) "{'lr': [0.01]}" "get_lr"
+            Expect.equal (string (w.get_momentum())) "{'momentum': [0]}" "get_momentum"
+            let w2 = OptimWrapper(torch.optim.SGD(parametersOf model, 0.01, momentum = 0.9))
+            Expect.equal (string (w2.get_momentum())) "{'momentum': [0.9]}" "a set momentum is a float"
+        }
         test "repr is MMEngine's" {
             let p = new Modules.Parameter(torch.zeros(1L))
             let w = OptimWrapper(torch.optim.SGD([ p ], 0.1), 2)
             Expect.equal (string w)
-                "Type: OptimWrapper\n_accumulative_counts: 2\noptimizer: \nSGD (\nParameter Group 0\n    dampening: 0.0\n    lr: 0.1\n    maximize: False\n    momentum: 0.0\n    nesterov: False\n    weight_decay: 0.0\n)\n"
+                "Type: OptimWrapper\n_accumulative_counts: 2\noptimizer: \nSGD (\nParameter Group 0\n    dampening: 0\n    lr: 0.1\n    maximize: False\n    momentum: 0\n    nesterov: False\n    weight_decay: 0\n)\n"
                 "repr"
         }
     ]

@@ -182,9 +182,14 @@ let everyOptimizer =
                 w2.load_state_dict sd
                 Expect.equal (w2.state_dict().optimizer_state) sd.optimizer_state "state restored"
             }
-        test "LBFGS: groups and lr are readable; it has no TorchSharp state dict" {
+        test "LBFGS: steps with a closure, reports lr; it has no TorchSharp state dict" {
             let m = mlp 13
             let w = OptimWrapper(torch.optim.LBFGS(parametersOf m, 0.5))
+            let x, y = List.head (batches 1)
+            let lossOf () = torch.nn.functional.mse_loss(m.forward x, y)
+            let before = lossOf().item<float32>()
+            w.step(fun () -> w.zero_grad(); let l = lossOf () in l.backward(); l)
+            Expect.isLessThan (lossOf().item<float32>()) before "the closure-driven step lowered the loss"
             Expect.equal (w.get_lr().["lr"] |> List.ofSeq) [ 0.5 ] "lr"
             Expect.isNull (w.state_dict().optimizer_state) "no optimizer state"
         }

@@ -136,6 +136,16 @@ let private files = [ "trajectories_sgd.json"; "trajectories_adam.json"; "trajec
 [<Tests>]
 let tests =
     testList "golden trajectories" [
+        test "parity summary: every case, worst relative deviation" {
+            let results =
+                [ for f in files do
+                    let file = Golden.load f
+                    for case in file.["cases"].AsArray() -> replay file case ]
+            let worst = results |> List.map snd |> List.max
+            printfn "trajectory parity: %d/%d cases match; worst relative deviation %.3g" (results |> List.filter (fst >> List.isEmpty) |> List.length) results.Length worst
+            Expect.isTrue (results |> List.forall (fst >> List.isEmpty)) "all cases match"
+            Expect.isLessThan worst 1e-5 "deviations stay at float32 rounding level"
+        }
         for f in files do
             let file = Golden.load f
             for case in file.["cases"].AsArray() do
