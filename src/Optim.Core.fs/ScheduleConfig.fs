@@ -13,6 +13,7 @@
 module Optim.Core.ScheduleConfig
 
 open System
+open Optim.Core.ResultFlow
 open Optim.Core.Schedules
 
 /// What `default_args` and the Runner add to a scheduler config.
@@ -184,14 +185,6 @@ let private text key (v: PyValue) : Result<string, ScheduleError> =
     | PyValue.Str s -> Ok s
     | other -> Error(atKey key (ScheduleError.typeError (sprintf "'%s' must be a string, got %s" key (PyFormat.repr other))))
 
-let rec private allOk (f: 'a -> Result<'b, 'e>) (xs: 'a list) : Result<'b list, 'e> =
-    match xs with
-    | [] -> Ok []
-    | x :: rest ->
-        match f x with
-        | Error e -> Error e
-        | Ok y -> allOk f rest |> Result.map (fun ys -> y :: ys)
-
 // Python iterates lists and tuples; anything else here is "'int' object is not iterable".
 let private sequenceOf key (item: string -> PyValue -> Result<'a, ScheduleError>) (v: PyValue) =
     match v with
@@ -204,17 +197,6 @@ let private forGroups key (v: PyValue) =
     match v with
     | PyValue.List _ | PyValue.Tuple _ -> sequenceOf key number v |> Result.map Each
     | other -> number key other |> Result.map Same
-
-type private ResultBuilder() =
-    member _.Bind(r: Result<'a, 'e>, f: 'a -> Result<'b, 'e>) = Result.bind f r
-    member _.Return(x: 'a) : Result<'a, 'e> = Ok x
-    member _.ReturnFrom(r: Result<'a, 'e>) = r
-    member _.Zero() : Result<unit, 'e> = Ok()
-    member _.Delay(f: unit -> Result<'a, 'e>) = f
-    member _.Run(f: unit -> Result<'a, 'e>) = f ()
-    member _.Combine(r: Result<unit, 'e>, f: unit -> Result<'a, 'e>) = Result.bind f r
-
-let private result = ResultBuilder()
 
 let private fail e : Result<unit, ScheduleError> = Error e
 let private check cond e : Result<unit, ScheduleError> = if cond then Error e else Ok()
@@ -502,3 +484,18 @@ let parseConfig (ctx: Context) (cfg: PyValue) : Result<Config, ScheduleError> =
         |> allOk (fun (name, v) -> parseList ctx ("param_scheduler." + name) v |> Result.map (fun s -> name, s))
         |> Result.map PerWrapper
     | _ -> parseList ctx "param_scheduler" cfg |> Result.map ForWrapper
+
+/// Every entry's first error (MMEngine stops at the first; a config checker wants them all).
+let validate (ctx: Context) (cfg: PyValue) : ScheduleError list =
+    let entries path v =
+        match v with
+        | PyValue.List xs | PyValue.Tuple xs -> xs |> List.mapi (fun n x -> parse ctx (sprintf "%s[%d]" path n) x)
+        | PyValue.Dict _ -> [ parse ctx path v ]
+        | other ->
+            [ Error { ScheduleError.typeError (sprintf "param_scheduler should be a dict or a list of dicts, got %s" (pyTypeName other)) with Path = path } ]
+    let results =
+        match cfg with
+        | PyValue.Dict kvs when PyValue.tryFind "type" kvs |> Option.isNone ->
+            kvs |> List.collect (fun (name, v) -> entries ("param_scheduler." + name) v)
+        | _ -> entries "param_scheduler" cfg
+    results |> List.choose (function Error e -> Some e | Ok _ -> None)

@@ -57,11 +57,36 @@ let simulate (schedulers: Scheduler list) (target: Target) (groups: Group list) 
                 | Ok sg -> run (i + 1) sg points
         attached |> Result.bind (fun sg -> run 0 sg [])
 
-/// One param group made of an optimizer config's hyper-parameters (the dict minus `type`), which
-/// also serve as the optimizer's defaults: enough to draw a schedule without a model.
+/// One param group made of an optimizer config: PyTorch's defaults for its `type` (from
+/// `Optimizers`), overridden by the config's values, then any other keys of the config. It also
+/// serves as the optimizer's defaults: enough to draw a schedule without a model.
 let groupOfOptimizerConfig (optimizer: PyValue) : Result<Target * Group list, ScheduleError> =
     match optimizer with
     | PyValue.Dict kvs ->
-        let g = PyValue.remove "type" kvs
+        let given = PyValue.remove "type" kvs
+        let defaults =
+            match PyValue.tryFind "type" kvs with
+            | Some(PyValue.Str name) ->
+                Optimizers.tryHyperParameters name
+                |> Option.map (List.map (fun h -> h.Name, (PyValue.tryFind h.Name given |> Option.defaultValue h.Default)))
+                |> Option.defaultValue []
+            | _ -> []
+        let g = defaults @ (given |> List.filter (fun (k, _) -> PyValue.tryFind k defaults |> Option.isNone))
         Ok({ Defaults = g; RealGroupCount = 1 }, [ g ])
     | other -> Error(ScheduleError.typeError (sprintf "optimizer config must be a dict, got %s" (PyValue.kind other)))
+
+/// The curves of a `param_scheduler` setting (one dict or a list) for an optimizer config (a dict
+/// with `type` and its hyper-parameters) over a run of `iterations` iterations of `epochLength`
+/// each: `epoch_length` for `convert_to_iter_based`, and the Runner's default `end` (the run's
+/// epochs or iterations). `iterations + 1` points, as `simulate`.
+let ofConfig (optimizer: PyValue) (paramScheduler: PyValue) (iterations: int) (epochLength: int) : Result<Point list, ScheduleError> =
+    if epochLength <= 0 then Error(ScheduleError.valueError (sprintf "epoch length must be positive, got %d" epochLength))
+    else
+        let ctx : ScheduleConfig.Context =
+            { EpochLength = Some(PyValue.Int(int64 epochLength))
+              MaxEpochs = Some(int64 ((iterations + epochLength - 1) / epochLength))
+              MaxIters = Some(int64 iterations) }
+        groupOfOptimizerConfig optimizer
+        |> Result.bind (fun (target, groups) ->
+            ScheduleConfig.parseList ctx "param_scheduler" paramScheduler
+            |> Result.bind (fun schedulers -> simulate schedulers target groups iterations epochLength))

@@ -9,6 +9,7 @@
 module Optim.Core.ScheduleState
 
 open System
+open Optim.Core.ResultFlow
 open Optim.Core.Schedules
 
 let private pf (x: float) = PyValue.Float x
@@ -146,13 +147,6 @@ let private forGroupsOf d key =
     match PyValue.tryFind key d with
     | Some(PyValue.List _ | PyValue.Tuple _) -> listOf d key asFloat |> Result.map Each
     | _ -> num d key |> Result.map Same
-
-type private ResultBuilder() =
-    member _.Bind(r: Result<'a, 'e>, f: 'a -> Result<'b, 'e>) = Result.bind f r
-    member _.Return(x: 'a) : Result<'a, 'e> = Ok x
-    member _.ReturnFrom(r: Result<'a, 'e>) = r
-
-let private result = ResultBuilder()
 
 let private ruleOf (current: Rule) (d: (string * PyValue) list) : Result<Rule, ScheduleError> =
     result {

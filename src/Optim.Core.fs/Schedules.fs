@@ -9,6 +9,7 @@ module Optim.Core.Schedules
 
 open System
 open System.Globalization
+open Optim.Core.ResultFlow
 
 /// A scheduler failure as MMEngine reports it: Python's exception type (`TypeError`, `ValueError`,
 /// `KeyError`, `AssertionError`, `ZeroDivisionError`, `AttributeError`), the text `str(exc)` gives,
@@ -24,6 +25,18 @@ module ScheduleError =
     let keyError (msg: string) = make "KeyError" (PyFormat.repr (PyValue.Str msg))
     let zeroDivision msg = make "ZeroDivisionError" msg
     let at (path: string) (e: ScheduleError) = if e.Path = "" then { e with Path = path } else e
+    /// The project's error kind for this Python exception (ZeroDivisionError is a run-time error,
+    /// AttributeError a type error).
+    let kind (e: ScheduleError) =
+        match e.Type with
+        | "AssertionError" -> ErrorKind.Assertion
+        | "ValueError" -> ErrorKind.Value
+        | "KeyError" -> ErrorKind.Key
+        | "TypeError" | "AttributeError" -> ErrorKind.Type
+        | _ -> ErrorKind.Runtime
+    /// As the project's `RuleError` (the path, if any, leads the message).
+    let toRuleError (e: ScheduleError) : RuleError =
+        { Kind = kind e; Message = (if e.Path = "" then e.Message else e.Path + ": " + e.Message) }
     /// "param_scheduler[1].max_lr: TypeError: ..." — one line for logs and exceptions.
     let describe (e: ScheduleError) =
         (if e.Path = "" then "" else e.Path + ": ") + e.Type + ": " + e.Message
@@ -224,26 +237,6 @@ let private log (line: string) (a: Acc) = { a with L = line :: a.L }
 
 let private finish (a: Acc) (st: State) =
     { State = st; Groups = a.G; Writes = List.rev a.W; Logs = List.rev a.L }
-
-/// A computation expression over Result (stateless).
-type private ResultBuilder() =
-    member _.Bind(r: Result<'a, 'e>, f: 'a -> Result<'b, 'e>) = Result.bind f r
-    member _.Return(x: 'a) : Result<'a, 'e> = Ok x
-    member _.ReturnFrom(r: Result<'a, 'e>) = r
-
-let private result = ResultBuilder()
-
-let private sequence (xs: Result<'a, 'e> list) : Result<'a list, 'e> =
-    let folder x acc =
-        match x, acc with
-        | Ok v, Ok vs -> Ok(v :: vs)
-        | Error e, _ -> Error e
-        | _, Error e -> Error e
-    List.foldBack folder xs (Ok [])
-
-/// Threads an accumulator through a list with a fallible step.
-let private foldResult (f: 's -> 'x -> Result<'s, 'e>) (init: 's) (xs: 'x list) : Result<'s, 'e> =
-    List.fold (fun st x -> Result.bind (fun s -> f s x) st) (Ok init) xs
 
 /// Python's `'{:.4e}'.format(x)`.
 let formatE4 (x: float) =

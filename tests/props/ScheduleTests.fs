@@ -621,5 +621,46 @@ let goldenTests =
             }
     ]
 
+// ---------------------------------------------------------------------------------------------
+// Curves (plot data) and config checking
+
+let curveTests =
+    testList "schedule curves" [
+        test "warm-up then cosine for an Adam config, with a momentum schedule on betas[0]" {
+            let optimizer = D [ "type", S "Adam"; "lr", F 0.001 ]
+            let schedulers =
+                L [ D [ "type", S "LinearLR"; "start_factor", F 0.1; "end", I 5L; "by_epoch", B false ]
+                    D [ "type", S "CosineAnnealingLR"; "begin", I 5L; "by_epoch", B false ]
+                    D [ "type", S "CosineAnnealingMomentum"; "T_max", I 20L; "eta_min", F 0.85; "by_epoch", B false ] ]
+            let points = ScheduleCurves.ofConfig optimizer schedulers 20 4 |> ok
+            Expect.equal points.Length 21 "20 iterations and the value after the last step"
+            Expect.equal (points.[0].Values |> List.map fst) [ "lr"; "momentum" ] "keys"
+            let lr i = (snd points.[i].Values.[0]).[0]
+            let momentum i = (snd points.[i].Values.[1]).[0]
+            Expect.floatClose Accuracy.veryHigh (lr 0) 0.0001 "warm-up starts at 0.1 × lr"
+            Expect.floatClose Accuracy.veryHigh (lr 4) 0.001 "warm-up ends at lr"
+            // the cosine's end defaults to the run's 20 iterations (the Runner's max_iters): T_max = 15
+            Expect.floatClose Accuracy.veryHigh (lr 12) (0.001 * (1.0 + Math.Cos(Math.PI * 7.0 / 15.0)) / 2.0) "cosine"
+            Expect.floatClose Accuracy.veryHigh (momentum 0) 0.9 "betas[0] of Adam's defaults"
+            // its end is the run's 20 iterations too, so it stops at step 19 of T_max = 20, short of eta_min
+            Expect.floatClose Accuracy.veryHigh (momentum 20) (0.85 + 0.05 * (1.0 + Math.Cos(Math.PI * 19.0 / 20.0)) / 2.0) "cosine stopped by end"
+        }
+        test "epoch-based schedulers step every epoch_length iterations" {
+            let points = ScheduleCurves.ofConfig (D [ "type", S "SGD"; "lr", F 0.1 ]) (D [ "type", S "StepLR"; "step_size", I 1L; "gamma", F 0.5 ]) 9 3 |> ok
+            let lrs = points |> List.map (fun p -> (snd p.Values.[0]).[0])
+            // halved per epoch of 3 iterations; `end` defaults to the run's 3 epochs, so no decay after epoch 2
+            Expect.equal lrs [ 0.1; 0.1; 0.1; 0.05; 0.05; 0.05; 0.025; 0.025; 0.025; 0.025 ] "curve"
+        }
+        test "validate reports every bad entry with its path" {
+            let cfg =
+                L [ D [ "type", S "LinearLR"; "start_factor", F 2.0 ]
+                    D [ "type", S "CosineAnnealingLR"; "T_max", I 10L ]
+                    D [ "type", S "OneCycleLR"; "max_lr", F 0.1 ] ]
+            let errors = ScheduleConfig.validate ScheduleConfig.noContext cfg
+            Expect.equal (errors |> List.map (fun e -> e.Path, e.Type)) [ "param_scheduler[0].start_factor", "ValueError"; "param_scheduler[2].max_lr", "TypeError" ] "two errors"
+            Expect.equal (ScheduleError.toRuleError errors.[1]).Kind ErrorKind.Type "as the project's RuleError"
+        }
+    ]
+
 [<Tests>]
-let tests = testList "schedules" [ portedTests; errorTests; momentumTests; stateTests; goldenTests ]
+let tests = testList "schedules" [ portedTests; errorTests; momentumTests; stateTests; goldenTests; curveTests ]
