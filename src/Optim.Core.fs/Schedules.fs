@@ -412,7 +412,10 @@ let private isBetter (r: PlateauRule) (a: float) (best: float) =
 let private stepPlateau (r: PlateauRule) (ps: PlateauState) (st: State) (metrics: (string * float) list option) (a: Acc) =
     let s = st.Scheduler
     match metrics with
-    | None -> Ok(finish a { st with GlobalStep = st.GlobalStep + 1L }) // only counts; `_last_value` untouched
+    | None ->
+        // Only counts (`_last_value` untouched); the momentum mixin still rewrites betas afterwards.
+        let st = { st with GlobalStep = st.GlobalStep + 1L }
+        (if st.UseBetas then writeBetas a else Ok a) |> Result.map (fun a -> finish a st)
     | Some metrics when not (s.Begin <= st.GlobalStep && st.GlobalStep < s.End) -> close st a
     | Some metrics ->
         match metrics |> List.tryFind (fun (k, _) -> k = r.Monitor) with

@@ -445,6 +445,18 @@ let momentumTests =
                 Expect.equal (PyValue.tryFind "momentum" g) (Some(F 0.45)) "momentum halved at step 2"
                 Expect.equal (PyValue.tryFind "betas" g) (Some(PyValue.Tuple [ F 0.45; F 0.999 ])) "betas.[0] follows, betas.[1] kept"
         }
+        test "ReduceOnPlateauMomentum on Adam: betas follow momentum, also on a counting step(None)" {
+            let adam = [ "lr", F 0.001; "betas", PyValue.Tuple [ F 0.9; F 0.999 ]; "eps", F 1e-8; "weight_decay", I 0L ]
+            let s = parse (D [ "type", S "ReduceOnPlateauMomentum"; "patience", I 0L; "factor", F 0.5 ])
+            let o = attach s { Defaults = adam; RealGroupCount = 1 } [ adam ] |> ok
+            let o = step o.State (Some [ "loss", 1.0 ]) o.Groups |> ok
+            let o = step o.State (Some [ "loss", 1.0 ]) o.Groups |> ok
+            Expect.equal (PyValue.tryFind "betas" o.Groups.[0]) (Some(PyValue.Tuple [ F 0.45; F 0.999 ])) "reduced"
+            // someone edits betas; MMEngine's mixin puts momentum back into betas[0] even on step(None)
+            let edited = [ PyValue.set "betas" (PyValue.Tuple [ F 0.7; F 0.999 ]) o.Groups.[0] ]
+            let o = step o.State None edited |> ok
+            Expect.equal (PyValue.tryFind "betas" o.Groups.[0]) (Some(PyValue.Tuple [ F 0.45; F 0.999 ])) "rewritten from momentum"
+        }
         test "on SGD, momentum is scheduled directly and betas are not touched" {
             let s = parse (D [ "type", S "CosineAnnealingMomentum"; "T_max", I 10L; "eta_min", F 0.0 ])
             let o = attach s (sgdTarget 2) twoGroups |> ok

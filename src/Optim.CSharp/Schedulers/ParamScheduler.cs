@@ -228,8 +228,18 @@ public abstract class ParamScheduler
     /// <inheritdoc />
     public override string ToString() => $"{TypeName}(param_name={param_name}, begin={begin}, end={end}, last_step={last_step}, by_epoch={by_epoch})";
 
+    // Every key with a Python-like value (an extra key holding some other .NET object is not the
+    // scheduler's business and is left out).
     private static FSharpList<Group> ToCore(IReadOnlyList<IParamGroup> groups) =>
-        ListModule.OfSeq(groups.Select(g => Py.ToPyDict(g.Keys.Select(k => new KeyValuePair<string, object?>(k, g[k])))));
+        ListModule.OfSeq(groups.Select(g => ListModule.OfSeq(g.Keys.SelectMany(k => Convertible(k, g[k])))));
+
+    private static IEnumerable<Tuple<string, PyValue>> Convertible(string key, object? value)
+    {
+        PyValue converted;
+        try { converted = Py.ToPy(value); }
+        catch (ArgumentException) { yield break; }
+        yield return Tuple.Create(key, converted);
+    }
 
     private void Apply(Schedules.Outcome outcome, IReadOnlyList<IParamGroup> groups)
     {
