@@ -150,7 +150,7 @@ public class OptimWrapper : BaseOptimWrapper
 
     /// <summary>
     /// MMEngine's exact order: scale the loss by the accumulation factor, <see cref="backward"/>, and when
-    /// <see cref="should_update"/>: <see cref="step"/> then <see cref="zero_grad"/>.
+    /// <see cref="should_update"/>: <see cref="step()"/> then <see cref="zero_grad"/>.
     /// </summary>
     public override void update_params(Tensor loss)
     {

@@ -1,0 +1,173 @@
+using Microsoft.FSharp.Core;
+using Optim.Core;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+using Optimizer = TorchSharp.torch.optim.Optimizer;
+
+namespace Optim;
+
+/// <summary>
+/// PyTorch's optimizer construction on TorchSharp: <c>OptimizerClass(param_groups, **kwargs)</c> where
+/// each group's missing hyper-parameters come from the keyword arguments and then PyTorch's defaults,
+/// a parameter in two groups is an error, and extra group keys (<c>lr_mult</c>, ...) are kept.
+/// </summary>
+public static class BuiltinOptimizers
+{
+    private static readonly Dictionary<string, OptimizerFactory> Factories = new();
+
+    /// <summary>Torch switches TorchSharp has no counterpart for: accepted when off (<c>foreach</c> is only a speed hint).</summary>
+    private static readonly string[] TorchOnly = { "foreach", "differentiable", "capturable", "fused" };
+
+    /// <summary>The factory for a PyTorch optimizer name (the same delegate every time).</summary>
+    public static OptimizerFactory Factory(string name)
+    {
+        lock (Factories)
+        {
+            if (!Factories.TryGetValue(name, out var f))
+                Factories[name] = f = (groups, kwargs) => Create(name, groups, kwargs);
+            return f;
+        }
+    }
+
+    /// <summary>Whether <paramref name="factory"/> is one of the built-in ones, and which.</summary>
+    public static string? NameOf(OptimizerFactory factory)
+    {
+        lock (Factories) return Factories.FirstOrDefault(kv => kv.Value == factory).Key;
+    }
+
+    /// <summary>
+    /// The problems with an optimizer's keyword arguments (keys it does not take, torch-only switches
+    /// turned on, a missing required <c>lr</c>), as (key, message) pairs. Empty when fine.
+    /// </summary>
+    public static List<(string Key, string Message)> Check(string name, IReadOnlyDictionary<string, object?> kwargs)
+    {
+        var problems = new List<(string, string)>();
+        var hyper = HyperParameters(name);
+        foreach (var (key, value) in kwargs)
+        {
+            if (hyper.Any(h => h.Name == key)) continue;
+            if (TorchOnly.Contains(key))
+            {
+                if (key != "foreach" && value is not null && !(value is bool b && !b))
+                    problems.Add((key, $"'{key}' is a PyTorch-only switch that TorchSharp's {name} does not have; only false/null are accepted"));
+                continue;
+            }
+            problems.Add((key, $"{name}.__init__() got an unexpected keyword argument '{key}' (it takes: {string.Join(", ", hyper.Select(h => h.Name))})"));
+        }
+        if (name == "LBFGS" && kwargs.TryGetValue("line_search_fn", out var ls) && ls is not null)
+            problems.Add(("line_search_fn", "TorchSharp's LBFGS has no line search; line_search_fn must be null"));
+        foreach (var h in hyper)
+            if (h.Default.IsNone && h.Name == "lr" && !(kwargs.TryGetValue("lr", out var lr) && lr is not null))
+                problems.Add(("lr", "parameter group didn't specify a value of required optimization parameter lr"));
+        return problems;
+    }
+
+    private static List<Optimizers.HyperParameter> HyperParameters(string name)
+    {
+        var found = Optimizers.tryHyperParameters(name);
+        if (FSharpOption<Microsoft.FSharp.Collections.FSharpList<Optimizers.HyperParameter>>.get_IsNone(found))
+            throw new ArgumentException($"{name} is not an optimizer TorchSharp provides", nameof(name));
+        return found.Value.ToList();
+    }
+
+    /// <summary>Builds the optimizer <paramref name="name"/> over <paramref name="groups"/>.</summary>
+    /// <exception cref="ArgumentException">Unknown keyword arguments, a parameter in two groups, bad values.</exception>
+    public static Optimizer Create(string name, IReadOnlyList<IParamGroup> groups, IReadOnlyDictionary<string, object?> kwargs)
+    {
+        var problems = Check(name, kwargs);
+        if (problems.Count > 0) throw new ArgumentException(string.Join("; ", problems.Select(p => p.Message)));
+        var ids = groups.SelectMany(g => g.Params).Select(ModuleFacts.Identity).ToList();
+        if (ids.Distinct().Count() != ids.Count) throw new ArgumentException(Paramwise.duplicateMessage);
+        if (groups.Count == 0 || ids.Count == 0) throw new ArgumentException("optimizer got an empty parameter list");
+
+        // kwargs over PyTorch's defaults.
+        var defaults = new Dictionary<string, object?>();
+        foreach (var h in HyperParameters(name))
+            defaults[h.Name] = kwargs.TryGetValue(h.Name, out var v) && v is not null ? v : Py.FromPy(h.Default);
+        double D(string key) => ToDouble(key, defaults[key]);
+        bool B(string key) => defaults[key] is bool b ? b : throw new ArgumentException($"'{key}' expects true or false, got {Py.Repr(defaults[key])}");
+        (double, double) P(string key) => ToPair(key, defaults[key]);
+
+        Optimizer optimizer = name switch
+        {
+            "SGD" => Build(name, groups, (ps, o) => new SGD.ParamGroup(ps, o), () => new SGD.Options(),
+                gs => torch.optim.SGD(gs, D("lr"), D("momentum"), D("dampening"), D("weight_decay"), B("nesterov"), B("maximize"))),
+            "Adam" => Build(name, groups, (ps, o) => new Adam.ParamGroup(ps, o), () => new Adam.Options(),
+                gs => torch.optim.Adam(gs, D("lr"), P("betas").Item1, P("betas").Item2, D("eps"), D("weight_decay"), B("amsgrad"), B("maximize"))),
+            "AdamW" => Build(name, groups, (ps, o) => new AdamW.ParamGroup(ps, o), () => new AdamW.Options(),
+                gs => torch.optim.AdamW(gs, D("lr"), P("betas").Item1, P("betas").Item2, D("eps"), D("weight_decay"), B("amsgrad"), B("maximize"))),
+            "Adagrad" => Build(name, groups, (ps, o) => new Adagrad.ParamGroup(ps, o), () => new Adagrad.Options(),
+                gs => torch.optim.Adagrad(gs, D("lr"), D("lr_decay"), D("weight_decay"), D("initial_accumulator_value"), D("eps"))),
+            "Adadelta" => Build(name, groups, (ps, o) => new Adadelta.ParamGroup(ps, o), () => new Adadelta.Options(),
+                gs => torch.optim.Adadelta(gs, D("lr"), D("rho"), D("eps"), D("weight_decay"), B("maximize"))),
+            "Adamax" => Build(name, groups, (ps, o) => new Adamax.ParamGroup(ps, o), () => new Adamax.Options(),
+                gs => torch.optim.Adamax(gs, D("lr"), P("betas").Item1, P("betas").Item2, D("eps"), D("weight_decay"))),
+            "ASGD" => Build(name, groups, (ps, o) => new ASGD.ParamGroup(ps, o), () => new ASGD.Options(),
+                gs => torch.optim.ASGD(gs, D("lr"), D("lambd"), D("alpha"), D("t0"), D("weight_decay"), B("maximize"))),
+            "NAdam" => Build(name, groups, (ps, o) => new NAdam.ParamGroup(ps, o), () => new NAdam.Options(),
+                gs => torch.optim.NAdam(gs, D("lr"), P("betas").Item1, P("betas").Item2, D("eps"), D("weight_decay"), D("momentum_decay"))),
+            "RAdam" => Build(name, groups, (ps, o) => new RAdam.ParamGroup(ps, o), () => new RAdam.Options(),
+                gs => torch.optim.RAdam(gs, D("lr"), P("betas").Item1, P("betas").Item2, D("eps"), D("weight_decay"))),
+            "RMSprop" => Build(name, groups, (ps, o) => new RMSProp.ParamGroup(ps, o), () => new RMSProp.Options(),
+                gs => torch.optim.RMSProp(gs, D("lr"), D("alpha"), D("eps"), D("weight_decay"), D("momentum"), B("centered"), B("maximize"))),
+            "Rprop" => Build(name, groups, (ps, o) => new Rprop.ParamGroup(ps, o), () => new Rprop.Options(),
+                gs => torch.optim.Rprop(gs, D("lr"), P("etas").Item1, P("etas").Item2, P("step_sizes").Item1, P("step_sizes").Item2, B("maximize"))),
+            "LBFGS" => CreateLbfgs(groups, D, defaults),
+            _ => throw new ArgumentException($"{name} is not an optimizer TorchSharp provides", nameof(name)),
+        };
+        // Extra keys (lr_mult, decay_mult, ...) live beside TorchSharp's options, as in PyTorch's group dicts.
+        var views = OptimizerGroups.Of(optimizer);
+        for (int i = 0; i < groups.Count && i < views.Count; i++)
+            foreach (var key in groups[i].Keys)
+                if (!views[i].ContainsKey(key) || !IsHyper(name, key))
+                    views[i][key] = groups[i][key];
+        return optimizer;
+    }
+
+    private static bool IsHyper(string name, string key) => HyperParameters(name).Any(h => h.Name == key);
+
+    private static Optimizer Build<TGroup, TOptions>(string name, IReadOnlyList<IParamGroup> groups,
+        Func<IEnumerable<Parameter>, TOptions, TGroup> group, Func<TOptions> options, Func<IEnumerable<TGroup>, Optimizer> create)
+        where TOptions : OptimizerOptions
+    {
+        var built = new List<TGroup>();
+        foreach (var g in groups)
+        {
+            var o = options();
+            // Hyper-parameters the group sets go into TorchSharp's options (PyTorch names → fields); the
+            // optimizer fills the others from its defaults when it adds the group.
+            var view = new TorchParamGroup(name, o, null, null);
+            foreach (var key in g.Keys)
+                if (IsHyper(name, key) && view.ContainsKey(key)) view[key] = g[key];
+            built.Add(group(g.Params, o));
+        }
+        return create(built);
+    }
+
+    private static Optimizer CreateLbfgs(IReadOnlyList<IParamGroup> groups, Func<string, double> d, Dictionary<string, object?> defaults)
+    {
+        if (groups.Count != 1) throw new ArgumentException("LBFGS doesn't support per-parameter options (parameter groups)");
+        if (groups[0].Keys.Any(k => IsHyper("LBFGS", k)))
+            throw new ArgumentException("TorchSharp's LBFGS takes its hyper-parameters from the optimizer config only, not from a param group");
+        long? maxEval = defaults["max_eval"] is null ? null : Convert.ToInt64(defaults["max_eval"]);
+        return torch.optim.LBFGS(groups[0].Params, d("lr"), Convert.ToInt64(defaults["max_iter"]), maxEval,
+            d("tolerance_grad"), d("tolerance_change"), Convert.ToInt64(defaults["history_size"]));
+    }
+
+    private static double ToDouble(string key, object? value) => value switch
+    {
+        double x => x,
+        float x => x,
+        long x => x,
+        int x => x,
+        _ => throw new ArgumentException($"'{key}' expects a number, got {Py.Repr(value)}", key),
+    };
+
+    private static (double, double) ToPair(string key, object? value) => value switch
+    {
+        ValueTuple<double, double> t => t,
+        System.Collections.IList { Count: 2 } l => (ToDouble(key, l[0]), ToDouble(key, l[1])),
+        _ => throw new ArgumentException($"'{key}' expects two numbers, got {Py.Repr(value)}", key),
+    };
+}

@@ -1,0 +1,137 @@
+using Microsoft.Extensions.Logging;
+using Microsoft.FSharp.Collections;
+using Optim.Core;
+using TorchSharp;
+using TorchSharp.Modules;
+using Optimizer = TorchSharp.torch.optim.Optimizer;
+
+namespace Optim;
+
+/// <summary>
+/// MMEngine's <c>DefaultOptimWrapperConstructor</c>: builds the optimizer named by the config over the
+/// model's parameters — one group with everything when there is no <c>paramwise_cfg</c>, else one
+/// group per trainable parameter with the multipliers of <c>paramwise_cfg</c> applied (custom keys,
+/// bias/norm/depth-wise/flat/DCN rules; the rules themselves are <c>Optim.Core.Paramwise</c>) — and
+/// wraps it in the configured wrapper. Subclass it and override <see cref="add_params"/> for other
+/// grouping policies, as in MMEngine.
+/// </summary>
+public class DefaultOptimWrapperConstructor : IOptimWrapperConstructor
+{
+    private readonly ILogger _logger;
+
+    /// <summary>Validates the config (SPEC §6.1).</summary>
+    /// <exception cref="OptimConfigException">No optimizer, a malformed paramwise_cfg, or decay multipliers without a base weight decay.</exception>
+    public DefaultOptimWrapperConstructor(Config.OptimWrapperConfig optim_wrapper_cfg)
+    {
+        ArgumentNullException.ThrowIfNull(optim_wrapper_cfg);
+        _logger = OptimLogging.CreateLogger(GetType().Name);
+        this.optim_wrapper_cfg = optim_wrapper_cfg;
+        var checkedCfg = Config.defaultConstructorSettings(optim_wrapper_cfg);
+        if (checkedCfg.IsError) throw new OptimConfigException(checkedCfg.ErrorValue);
+        (optimizer_cfg, Settings) = checkedCfg.ResultValue.ToValueTuple();
+        paramwise_cfg = optim_wrapper_cfg.ParamwiseCfg.IsNone
+            ? new OrderedDictionary<string, object?>()
+            : (IReadOnlyDictionary<string, object?>)Py.FromPy(optim_wrapper_cfg.ParamwiseCfg)!;
+    }
+
+    /// <summary>Parses and validates a JSON <c>optim_wrapper</c> config.</summary>
+    /// <exception cref="OptimConfigException">Every problem found, with its JSON path.</exception>
+    public DefaultOptimWrapperConstructor(string json) : this(Builder.ParseConfig(json)) { }
+
+    /// <summary>The whole config.</summary>
+    public Config.OptimWrapperConfig optim_wrapper_cfg { get; }
+
+    /// <summary>The optimizer part of the config (<c>type</c> and keyword arguments).</summary>
+    public Config.OptimizerConfig optimizer_cfg { get; }
+
+    /// <summary>The optimizer's keyword arguments (the optimizer config without <c>type</c>), as .NET values.</summary>
+    public IReadOnlyDictionary<string, object?> optimizer_kwargs => Builder.ToDict(optimizer_cfg.Args);
+
+    /// <summary>The paramwise_cfg as given (empty when absent); custom constructors read their own keys here.</summary>
+    public IReadOnlyDictionary<string, object?> paramwise_cfg { get; }
+
+    /// <summary>The validated paramwise settings the core's rules apply.</summary>
+    public Paramwise.Settings Settings { get; }
+
+    /// <summary><c>optimizer_cfg.get('lr')</c>: the un-multiplied learning rate, or null.</summary>
+    public double? base_lr => optimizer_cfg.Lr?.Value;
+
+    /// <summary><c>optimizer_cfg.get('weight_decay')</c>: the un-multiplied weight decay, or null.</summary>
+    public double? base_wd => optimizer_cfg.WeightDecay?.Value;
+
+    /// <summary>The log lines of the last <see cref="add_params"/> calls, in order (also sent to the logger).</summary>
+    public List<Paramwise.LogLine> Logs { get; } = new();
+
+    /// <summary>
+    /// The provenance of each group <see cref="add_params"/> planned: the rule behind each key
+    /// (used by <see cref="Inspection"/>).
+    /// </summary>
+    internal List<(IParamGroup Group, Paramwise.GroupPlan Plan)> Planned { get; } = new();
+
+    /// <summary>
+    /// Builds the optimizer and the wrapper for <paramref name="model"/> (the inner module of an
+    /// <see cref="IModelWrapper"/>).
+    /// </summary>
+    /// <exception cref="KeyNotFoundException">The optimizer or wrapper type is not registered.</exception>
+    /// <exception cref="ArgumentException">The optimizer rejects the groups (e.g. a parameter in two groups).</exception>
+    public virtual object Invoke(torch.nn.Module model)
+    {
+        var (optimizer, _) = BuildOptimizer(model);
+        var wrapperFactory = Registries.OPTIM_WRAPPERS.get(optim_wrapper_cfg.Type);
+        return wrapperFactory(optimizer, Builder.ToDict(optim_wrapper_cfg.WrapperArgs));
+    }
+
+    /// <summary>The param groups MMEngine would pass to the optimizer, and the optimizer built from them.</summary>
+    internal (Optimizer Optimizer, List<IParamGroup> Groups) BuildOptimizer(torch.nn.Module model)
+    {
+        model = ModuleFacts.Unwrap(model);
+        var type = optimizer_cfg.Type?.Value ?? throw new KeyNotFoundException("optimizer config must contain the key \"type\"");
+        var factory = Registries.OPTIMIZERS.get(type);
+        Logs.Clear();
+        Planned.Clear();
+        var groups = new List<IParamGroup>();
+        if (Paramwise.isEmpty(Settings))
+            groups.Add(new PlainParamGroup(Array.Empty<KeyValuePair<string, object?>>(), model.parameters().ToList()));
+        else
+            add_params(groups, model);
+        return (factory(groups, optimizer_kwargs), groups);
+    }
+
+    /// <summary>
+    /// Appends one group per trainable parameter of <paramref name="module"/> (own parameters, then
+    /// children recursively) to <paramref name="params"/>, with the paramwise rules applied, and logs
+    /// <c>paramwise_options -- name:key=value</c> per key set (MMEngine's <c>add_params</c>).
+    /// </summary>
+    /// <param name="params">The groups so far (a parameter already there counts for <c>bypass_duplicate</c>).</param>
+    /// <param name="module">The module whose parameters to add.</param>
+    /// <param name="prefix">Its name in the model (<c>""</c> for the model).</param>
+    /// <param name="is_dcn_module">Whether its parent is a deformable-conv module.</param>
+    /// <exception cref="ArgumentException">A rule needs the base lr and the optimizer config has none.</exception>
+    public virtual void add_params(List<IParamGroup> @params, torch.nn.Module module, string prefix = "", bool is_dcn_module = false)
+    {
+        var (facts, byId) = ModuleFacts.Collect(module, prefix, is_dcn_module);
+        var placed = @params.SelectMany(g => g.Params).Select(ModuleFacts.Identity);
+        var result = Paramwise.plan(Settings, optimizer_cfg.BaseLr, optimizer_cfg.BaseWd, placed, facts);
+        var plan = result.IsOk ? result.ResultValue : result.ErrorValue.Partial;
+        foreach (var g in plan.Groups)
+        {
+            var options = g.Options.Select(o => new KeyValuePair<string, object?>(o.Key, Py.FromPy(o.Value)));
+            var group = new PlainParamGroup(options, new[] { byId[g.Param.Identity] });
+            @params.Add(group);
+            Planned.Add((group, g));
+        }
+        foreach (var line in plan.Logs) Log(line);
+        if (result.IsError) throw Raise.From(result.ErrorValue.Error);
+    }
+
+    /// <summary>Logs one line through <see cref="OptimLogging"/> and records it in <see cref="Logs"/>.</summary>
+    protected void Log(Paramwise.LogLine line)
+    {
+        Logs.Add(line);
+        if (line.Level.IsWarning) _logger.LogWarning("{Message}", line.Message);
+        else _logger.LogInformation("{Message}", line.Message);
+    }
+
+    /// <summary>Logs an INFO line (for subclasses, like MMEngine's <c>print_log(msg, logger='current')</c>).</summary>
+    protected void print_log(string message) => Log(new Paramwise.LogLine(Paramwise.LogLevel.Info, message));
+}

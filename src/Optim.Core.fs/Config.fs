@@ -1,0 +1,394 @@
+/// MMEngine's `optim_wrapper` config as data: JSON → Python-like values → a typed config, with every
+/// problem reported as a value naming its JSON path and what was expected (all of them, not the
+/// first). Keys are MMEngine's and PyTorch's names, so a Python config ports key for key.
+module Optim.Core.Config
+
+open System
+open System.Text.Json
+open Optim.Core
+
+// ---------------------------------------------------------------------------------------------
+// JSON → PyValue
+
+/// Python's dict semantics on parsed JSON: a repeated key keeps its first position and its last
+/// value (as `json.loads` builds dicts).
+let rec private pythonDicts (v: PyValue) =
+    match v with
+    | PyValue.Dict kvs -> PyValue.Dict((([]: (string * PyValue) list), kvs) ||> List.fold (fun acc (k, x) -> PyValue.set k (pythonDicts x) acc))
+    | PyValue.List xs -> PyValue.List(List.map pythonDicts xs)
+    | other -> other
+
+/// Parses JSON text into a Python-like value (`PyJson`: ints stay ints; comments and trailing
+/// commas allowed). Malformed JSON is an error value.
+let parseJson (text: string) : Result<PyValue, ConfigError> =
+    match PyJson.parse text with
+    | Ok v -> Ok(pythonDicts v)
+    | Error msg -> Error(ConfigError.at "" ErrorKind.Value ("invalid JSON: " + msg))
+
+// ---------------------------------------------------------------------------------------------
+// Hyper-parameters
+
+/// The shape a known optimizer hyper-parameter must have.
+[<RequireQualifiedAccess>]
+type HyperKind =
+    /// A number (int or float); null means "not given" (the optimizer's default applies).
+    | Number
+    | Flag
+    /// true, false or null (PyTorch's `foreach`).
+    | OptionalFlag
+    /// Two numbers (`betas`, `etas`, `step_sizes`).
+    | Pair
+    | Integer
+    /// An integer or null (LBFGS `max_eval`).
+    | OptionalInteger
+    /// A string or null (LBFGS `line_search_fn`).
+    | OptionalString
+
+/// Every hyper-parameter of PyTorch's optimizers that TorchSharp has, under PyTorch's names.
+let knownHyperParameters : (string * HyperKind) list =
+    [ "lr", HyperKind.Number
+      "momentum", HyperKind.Number
+      "dampening", HyperKind.Number
+      "weight_decay", HyperKind.Number
+      "nesterov", HyperKind.Flag
+      "betas", HyperKind.Pair
+      "eps", HyperKind.Number
+      "amsgrad", HyperKind.Flag
+      "alpha", HyperKind.Number
+      "centered", HyperKind.Flag
+      "rho", HyperKind.Number
+      "lr_decay", HyperKind.Number
+      "initial_accumulator_value", HyperKind.Number
+      "lambd", HyperKind.Number
+      "t0", HyperKind.Number
+      "etas", HyperKind.Pair
+      "step_sizes", HyperKind.Pair
+      "momentum_decay", HyperKind.Number
+      "decoupled_weight_decay", HyperKind.Flag
+      "max_iter", HyperKind.Integer
+      "max_eval", HyperKind.OptionalInteger
+      "tolerance_grad", HyperKind.Number
+      "tolerance_change", HyperKind.Number
+      "history_size", HyperKind.Integer
+      "line_search_fn", HyperKind.OptionalString
+      "maximize", HyperKind.Flag
+      "foreach", HyperKind.OptionalFlag
+      "capturable", HyperKind.Flag
+      "differentiable", HyperKind.Flag
+      "fused", HyperKind.OptionalFlag ]
+
+let private hyperKinds = Map.ofList knownHyperParameters
+
+let private checkHyper (path: string) (kind: HyperKind) (v: PyValue) : ConfigError option =
+    let err expected =
+        Some(ConfigError.at path ErrorKind.Type (sprintf "expected %s, got %s" expected (PyValue.kind v)))
+    match kind, v with
+    | HyperKind.Number, (PyValue.Int _ | PyValue.Float _ | PyValue.None) -> None
+    | HyperKind.Number, _ -> err "a number"
+    | HyperKind.Flag, PyValue.Bool _ -> None
+    | HyperKind.Flag, _ -> err "true or false"
+    | (HyperKind.OptionalFlag), (PyValue.Bool _ | PyValue.None) -> None
+    | HyperKind.OptionalFlag, _ -> err "true, false or null"
+    | HyperKind.Pair, (PyValue.List xs | PyValue.Tuple xs) ->
+        if xs.Length <> 2 then
+            Some(ConfigError.at path ErrorKind.Type (sprintf "expected two numbers, got %d" xs.Length))
+        else
+            xs
+            |> List.mapi (fun i x -> i, x)
+            |> List.tryPick (fun (i, x) ->
+                match x with
+                | PyValue.Int _ | PyValue.Float _ -> None
+                | other ->
+                    Some(
+                        ConfigError.at (ConfigError.index path i) ErrorKind.Type
+                            (sprintf "expected a number, got %s" (PyValue.kind other))
+                    ))
+    | HyperKind.Pair, _ -> err "two numbers"
+    | HyperKind.Integer, PyValue.Int _ -> None
+    | HyperKind.Integer, _ -> err "an integer"
+    | HyperKind.OptionalInteger, (PyValue.Int _ | PyValue.None) -> None
+    | HyperKind.OptionalInteger, _ -> err "an integer or null"
+    | HyperKind.OptionalString, (PyValue.Str _ | PyValue.None) -> None
+    | HyperKind.OptionalString, _ -> err "a string or null"
+
+// ---------------------------------------------------------------------------------------------
+// Typed config
+
+/// `optim_wrapper.optimizer`: the registered optimizer name and its keyword arguments.
+type OptimizerConfig =
+    { /// The OPTIMIZERS name (`SGD`, `AdamW`, ...); None when the config has no `type`.
+      Type: string option
+      /// Every other key in the given order, under PyTorch's names. Known hyper-parameters have been
+      /// checked (`knownHyperParameters`); other keys are kept for user optimizers.
+      Args: (string * PyValue) list }
+
+    /// The value under `key`, or PyValue.None (Python's `cfg.get(key)`).
+    member this.Get(key: string) = PyValue.tryFind key this.Args |> Option.defaultValue PyValue.None
+
+    /// `base_lr` as MMEngine reads it: `optimizer_cfg.get('lr')`.
+    member this.BaseLr = this.Get "lr"
+
+    /// `base_wd` as MMEngine reads it: `optimizer_cfg.get('weight_decay')`.
+    member this.BaseWd = this.Get "weight_decay"
+
+    /// A numeric hyper-parameter as a double (None when absent or null).
+    member this.Number(key: string) = PyNum.toDouble (this.Get key)
+
+    /// A boolean hyper-parameter (None when absent or null).
+    member this.Flag(key: string) =
+        match this.Get key with
+        | PyValue.Bool b -> Some b
+        | _ -> None
+
+    /// A pair hyper-parameter (`betas`, `etas`, `step_sizes`).
+    member this.Pair(key: string) =
+        match this.Get key with
+        | PyValue.List [ a; b ]
+        | PyValue.Tuple [ a; b ] ->
+            match PyNum.toDouble a, PyNum.toDouble b with
+            | Some x, Some y -> Some(x, y)
+            | _ -> None
+        | _ -> None
+
+    member this.Lr = this.Number "lr"
+    member this.WeightDecay = this.Number "weight_decay"
+    member this.Momentum = this.Number "momentum"
+    member this.Betas = this.Pair "betas"
+    member this.Eps = this.Number "eps"
+
+    /// The dict MMEngine holds as `optimizer_cfg` (type first).
+    member this.ToPyValue() =
+        PyValue.Dict(
+            (match this.Type with
+             | Some t -> [ "type", PyValue.Str t ]
+             | None -> [])
+            @ this.Args
+        )
+
+/// `loss_scale` of AmpOptimWrapper.
+[<RequireQualifiedAccess>]
+type LossScale =
+    /// The string "dynamic": a GradScaler with its defaults.
+    | Dynamic
+    /// A float: static scaling by that constant.
+    | Static of float
+    /// A dict of GradScaler arguments (init_scale, growth_factor, backoff_factor, growth_interval, enabled).
+    | Custom of (string * PyValue) list
+
+    member this.ToPyValue() =
+        match this with
+        | Dynamic -> PyValue.Str "dynamic"
+        | Static f -> PyValue.Float f
+        | Custom kvs -> PyValue.Dict kvs
+
+/// The whole `optim_wrapper` dict.
+type OptimWrapperConfig =
+    { /// OPTIM_WRAPPERS name; `OptimWrapper` when not given.
+      Type: string
+      /// Required by DefaultOptimWrapperConstructor (custom constructors may do without).
+      Optimizer: OptimizerConfig option
+      /// As given (None when absent); DefaultOptimWrapperConstructor validates it (`Paramwise.settingsOf`),
+      /// custom constructors read their own keys from it.
+      ParamwiseCfg: PyValue
+      /// OPTIM_WRAPPER_CONSTRUCTORS name; `DefaultOptimWrapperConstructor` when not given.
+      Constructor: string
+      AccumulativeCounts: int option
+      /// The clip_grad dict as given (with its `type`), checked by the wrapper.
+      ClipGrad: (string * PyValue) list option
+      LossScale: LossScale option
+      /// `float16`, `bfloat16`, `float32` or `float64`.
+      Dtype: string option
+      /// Every other wrapper keyword argument, in the given order (for user wrappers).
+      Extra: (string * PyValue) list
+      /// Which of the wrapper keys the config spelled out, in their order (`type` excluded).
+      Given: string list }
+
+    /// The keyword arguments the wrapper receives besides `optimizer` (the config minus `type`,
+    /// `optimizer`, `constructor` and `paramwise_cfg`), in the config's order.
+    member this.WrapperArgs: (string * PyValue) list =
+        this.Given
+        |> List.choose (fun k ->
+            match k with
+            | "accumulative_counts" -> this.AccumulativeCounts |> Option.map (fun a -> k, PyValue.Int(int64 a))
+            | "clip_grad" -> Some(k, (this.ClipGrad |> Option.map PyValue.Dict |> Option.defaultValue PyValue.None))
+            | "loss_scale" -> this.LossScale |> Option.map (fun l -> k, l.ToPyValue())
+            | "dtype" -> Some(k, (this.Dtype |> Option.map PyValue.Str |> Option.defaultValue PyValue.None))
+            | _ -> PyValue.tryFind k this.Extra |> Option.map (fun v -> k, v))
+
+    /// The config as MMEngine's dict (type, optimizer, paramwise_cfg and constructor when given, then
+    /// the wrapper arguments).
+    member this.ToPyValue() =
+        PyValue.Dict(
+            [ "type", PyValue.Str this.Type ]
+            @ (match this.Optimizer with
+               | Some o -> [ "optimizer", o.ToPyValue() ]
+               | None -> [])
+            @ (if this.ParamwiseCfg = PyValue.None then [] else [ "paramwise_cfg", this.ParamwiseCfg ])
+            @ [ "constructor", PyValue.Str this.Constructor ]
+            @ this.WrapperArgs
+        )
+
+/// A config with the given optimizer and everything else default.
+let ofOptimizer (optimizer: OptimizerConfig) : OptimWrapperConfig =
+    { Type = "OptimWrapper"
+      Optimizer = Some optimizer
+      ParamwiseCfg = PyValue.None
+      Constructor = "DefaultOptimWrapperConstructor"
+      AccumulativeCounts = None
+      ClipGrad = None
+      LossScale = None
+      Dtype = None
+      Extra = []
+      Given = [] }
+
+let private dtypes = [ "float16"; "bfloat16"; "float32"; "float64" ]
+
+/// Checks an `optimizer` dict (path `optimizer`).
+let parseOptimizer (path: string) (v: PyValue) : Result<OptimizerConfig, ConfigError list> =
+    match v with
+    | PyValue.Dict kvs ->
+        let errors = ResizeArray<ConfigError>()
+        let typ =
+            match PyValue.tryFind "type" kvs with
+            | None -> None
+            | Some(PyValue.Str s) when s <> "" -> Some s
+            | Some other ->
+                errors.Add(
+                    ConfigError.at (ConfigError.key path "type") ErrorKind.Type
+                        (sprintf "expected the name of a registered optimizer, got %s" (PyValue.kind other)))
+                None
+        let args = kvs |> List.filter (fun (k, _) -> k <> "type")
+        for (k, x) in args do
+            match Map.tryFind k hyperKinds with
+            | Some kind -> checkHyper (ConfigError.key path k) kind x |> Option.iter errors.Add
+            | None when k = "params" ->
+                errors.Add(
+                    ConfigError.at (ConfigError.key path k) ErrorKind.Value
+                        "parameters come from the model; the config cannot list them")
+            | None -> ()
+        if errors.Count > 0 then Error(List.ofSeq errors) else Ok { Type = typ; Args = args }
+    | other ->
+        Error [ ConfigError.at path ErrorKind.Type (sprintf "expected an object, got %s" (PyValue.kind other)) ]
+
+let private wrapperKeys = set [ "type"; "optimizer"; "paramwise_cfg"; "constructor"; "accumulative_counts"; "clip_grad"; "loss_scale"; "dtype" ]
+
+/// The typed `optim_wrapper` config of a Python-like dict, or every problem found.
+let parse (v: PyValue) : Result<OptimWrapperConfig, ConfigError list> =
+    match v with
+    | PyValue.Dict kvs ->
+        let errors = ResizeArray<ConfigError>()
+        let name key fallback =
+            match PyValue.tryFind key kvs with
+            | None -> fallback
+            | Some(PyValue.Str s) when s <> "" -> s
+            | Some other ->
+                errors.Add(
+                    ConfigError.at key ErrorKind.Type (sprintf "expected a registered name, got %s" (PyValue.kind other)))
+                fallback
+        let typ = name "type" "OptimWrapper"
+        let constructor = name "constructor" "DefaultOptimWrapperConstructor"
+        let optimizer =
+            match PyValue.tryFind "optimizer" kvs with
+            | None -> None
+            | Some o ->
+                match parseOptimizer "optimizer" o with
+                | Ok o -> Some o
+                | Error es ->
+                    errors.AddRange es
+                    None
+        let paramwise = PyValue.tryFind "paramwise_cfg" kvs |> Option.defaultValue PyValue.None
+        let acc =
+            match PyValue.tryFind "accumulative_counts" kvs with
+            | None -> None
+            | Some(PyValue.Int i) when i <= int64 Int32.MaxValue && i >= int64 Int32.MinValue ->
+                match Accumulation.create (int i) with
+                | Ok _ -> Some(int i)
+                | Error e ->
+                    errors.Add(ConfigError.ofRule "accumulative_counts" { e with Message = sprintf "%s (got %d)" e.Message i })
+                    None
+            | Some other ->
+                errors.Add(
+                    ConfigError.at "accumulative_counts" ErrorKind.Type
+                        (sprintf "expected a positive integer, got %s" (PyValue.kind other)))
+                None
+        let clip =
+            match PyValue.tryFind "clip_grad" kvs with
+            | None | Some PyValue.None -> None
+            | Some v ->
+                // The wrapper's own rules (Clipping), checked now so that every error is reported at once.
+                match Clipping.parse v, v with
+                | Ok _, PyValue.Dict d -> Some d
+                | Ok _, _ -> None
+                | Error e, _ ->
+                    // Clipping's messages name `clip_grad.key` themselves.
+                    let path = if e.Message.StartsWith "clip_grad" then "" else "clip_grad"
+                    errors.Add(ConfigError.ofRule path e)
+                    None
+        let lossScale =
+            match PyValue.tryFind "loss_scale" kvs with
+            | None -> None
+            | Some(PyValue.Str "dynamic") -> Some LossScale.Dynamic
+            | Some(PyValue.Float f) -> Some(LossScale.Static f)
+            | Some(PyValue.Dict d) -> Some(LossScale.Custom d)
+            | Some other ->
+                errors.Add(
+                    ConfigError.at "loss_scale" ErrorKind.Type
+                        (sprintf "loss_scale must be of type float, dict, or \"dynamic\", but got %s" (PyFormat.str other)))
+                None
+        let dtype =
+            match PyValue.tryFind "dtype" kvs with
+            | None | Some PyValue.None -> None
+            | Some(PyValue.Str s) when List.contains s dtypes -> Some s
+            | Some(PyValue.Str s) ->
+                errors.Add(
+                    ConfigError.at "dtype" ErrorKind.Assertion
+                        (sprintf "dtype should be any of ('float16', 'bfloat16', 'float32', 'float64'), got %s" s))
+                None
+            | Some other ->
+                errors.Add(
+                    ConfigError.at "dtype" ErrorKind.Assertion
+                        (sprintf "dtype should be None or instance of torch.dtype, got %s" (PyFormat.str other)))
+                None
+        if errors.Count > 0 then
+            Error(List.ofSeq errors)
+        else
+            Ok
+                { Type = typ
+                  Optimizer = optimizer
+                  ParamwiseCfg = paramwise
+                  Constructor = constructor
+                  AccumulativeCounts = acc
+                  ClipGrad = clip
+                  LossScale = lossScale
+                  Dtype = dtype
+                  Extra = kvs |> List.filter (fun (k, _) -> not (wrapperKeys.Contains k))
+                  Given =
+                    kvs
+                    |> List.map fst
+                    |> List.filter (fun k -> k <> "type" && k <> "optimizer" && k <> "paramwise_cfg" && k <> "constructor") }
+    | other -> Error [ ConfigError.at "" ErrorKind.Type (sprintf "optim_wrapper config must be an object, got %s" (PyValue.kind other)) ]
+
+/// Parses JSON text straight to the typed config.
+let parseText (text: string) : Result<OptimWrapperConfig, ConfigError list> =
+    match parseJson text with
+    | Ok v -> parse v
+    | Error e -> Error [ e ]
+
+/// What DefaultOptimWrapperConstructor checks when it is created (SPEC §6.1) plus the optimizer
+/// `type` it needs when called: the validated paramwise settings, or every problem (paths from the
+/// config root).
+let defaultConstructorSettings (cfg: OptimWrapperConfig) : Result<OptimizerConfig * Paramwise.Settings, ConfigError list> =
+    match cfg.Optimizer with
+    | None ->
+        Error [ ConfigError.at "optimizer" ErrorKind.Assertion "`optim_wrapper_cfg` must contain \"optimizer\" config" ]
+    | Some optimizer ->
+        let typeErrors =
+            match optimizer.Type with
+            | Some _ -> []
+            | None ->
+                [ ConfigError.at "optimizer.type" ErrorKind.Key
+                      "`cfg` or `default_args` must contain the key \"type\" (the name of a registered optimizer, e.g. \"SGD\")" ]
+        match Paramwise.settingsOf cfg.ParamwiseCfg optimizer.BaseWd, typeErrors with
+        | Ok settings, [] -> Ok(optimizer, settings)
+        | Ok _, es -> Error es
+        | Error pes, es -> Error((pes |> List.map (ConfigError.under "paramwise_cfg")) @ es)
