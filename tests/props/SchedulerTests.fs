@@ -22,24 +22,7 @@ let private numberOf (n: JsonNode) : float option =
     | n when n.GetValueKind() = Text.Json.JsonValueKind.Number -> Some(n.GetValue<double>())
     | _ -> None
 
-/// The golden config's optimizer, built as MMEngine's DefaultOptimWrapperConstructor would (until
-/// build_optim_wrapper lands on main): SGD with one group, or — with `paramwise_cfg.bias_lr_mult` —
-/// one group per parameter, biases at lr × mult, every other option from the defaults.
-let goldenOptimizer (cfg: JsonNode) (names: (string * Modules.Parameter) list) : torch.optim.Optimizer =
-    let o = cfg.["optimizer"]
-    Expect.equal (o.["type"].GetValue<string>()) "SGD" "the golden scheduler cases use SGD"
-    let lr, momentum, wd = o.["lr"].GetValue<double>(), o.["momentum"].GetValue<double>(), o.["weight_decay"].GetValue<double>()
-    match cfg.["paramwise_cfg"] with
-    | null -> torch.optim.SGD(names |> List.map snd, lr, momentum = momentum, weight_decay = wd)
-    | pw ->
-        let mult = pw.["bias_lr_mult"].GetValue<double>()
-        let groups =
-            names
-            |> List.map (fun (n, p) ->
-                let options = Modules.SGD.Options()
-                if n.EndsWith ".bias" then options.LearningRate <- lr * mult
-                Modules.SGD.ParamGroup([ p ], options))
-        torch.optim.SGD(groups, lr, momentum = momentum, weight_decay = wd)
+let private inside' (scope: IDisposable) (body: unit -> 'a) = try body () finally scope.Dispose()
 
 let private goldenCase (file: JsonNode) (case: JsonNode) =
     use _ = torch.NewDisposeScope()
@@ -48,8 +31,11 @@ let private goldenCase (file: JsonNode) (case: JsonNode) =
     let model = ModelSpec.build file.["model"].["spec"]
     ModelSpec.loadState model file.["model"].["initial_state_dict"]
     let names = ModelSpec.namedParameters model
-    let cfg = case.["build_optim_wrapper_cfg"]
-    let wrapper = OptimWrapper(goldenOptimizer cfg names)
+    // The protocol's first line: ow = build_optim_wrapper(model, cfg) (with its paramwise log lines).
+    let provider, scope = captureLogs ()
+    let wrapper = inside' scope (fun () -> Builder.build_optim_wrapper (model, case.["build_optim_wrapper_cfg"]))
+    let expectedLogs = case.["logs"].AsArray() |> Seq.map (fun l -> l.["msg"].GetValue<string>()) |> List.ofSeq
+    Expect.equal (provider.Records |> List.map (fun r -> r.Message)) expectedLogs "build_optim_wrapper's log lines"
     let schedulersJson = case.["schedulers"].ToJsonString()
     if case.["result"].GetValue<string>() = "error" then
         let e = throws<ParamSchedulerException> (fun () -> PARAM_SCHEDULERS.build_list(schedulersJson, wrapper) |> ignore) id
@@ -168,6 +154,20 @@ let facadeTests =
             Expect.equal (List.ofSeq (w.get_lr().["lr"])) [ 0.05; 0.1; 0.05; 0.1 ] "lr"
             Expect.equal (List.ofSeq (s.get_last_value())) [ 0.05; 0.1; 0.05; 0.1; 0.05 ] "get_last_value includes the pseudo group"
             Expect.equal (List.ofSeq (w.get_momentum().["momentum"])) [ 0.9; 0.9; 0.9; 0.9 ] "groups filled from defaults"
+        }
+        test "a member of an OptimWrapperDict is scheduled on its own" {
+            let gen = mlp ()
+            let disc = mlp ()
+            let dict =
+                OptimWrapperDict(
+                    struct ("generator", OptimWrapper(torch.optim.SGD(gen.parameters(), 0.1))),
+                    struct ("discriminator", OptimWrapper(torch.optim.Adam(disc.parameters(), 0.001, beta1 = 0.9, beta2 = 0.999))))
+            let s = StepLR(dict.["generator"], step_size = 1L, gamma = 0.5)
+            let m = StepMomentum(dict.["discriminator"], step_size = 1L, gamma = 0.5)
+            s.step(); m.step()
+            Expect.equal (List.ofSeq (dict.get_lr().["generator.lr"])) [ 0.05 ] "generator lr"
+            Expect.equal (List.ofSeq (dict.get_lr().["discriminator.lr"])) [ 0.001 ] "discriminator lr untouched"
+            Expect.equal (List.ofSeq (dict.get_momentum().["discriminator.momentum"])) [ 0.45 ] "discriminator betas[0]"
         }
         test "JSON config errors name their path" {
             let m = mlp ()
