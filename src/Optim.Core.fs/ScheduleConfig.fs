@@ -398,7 +398,8 @@ let private buildIterFromEpoch (typeName: string) (k: Kind) (kwargs: Args) : Res
         return scaled
     }
 
-let private unknownType (typeName: string) =
+/// MMEngine's KeyError for a type name the registry lacks.
+let unknownType (typeName: string) =
     ScheduleError.keyError (
         sprintf
             "%s is not in the mmengine::parameter scheduler registry. Please check whether the value of `%s` is correct or it was registered as expected. More details can be found at https://mmengine.readthedocs.io/en/latest/advanced_tutorials/config.html#import-the-custom-module"

@@ -38,12 +38,12 @@ let private goldenCase (file: JsonNode) (case: JsonNode) =
     Expect.equal (provider.Records |> List.map (fun r -> r.Message)) expectedLogs "build_optim_wrapper's log lines"
     let schedulersJson = case.["schedulers"].ToJsonString()
     if case.["result"].GetValue<string>() = "error" then
-        let e = throws<ParamSchedulerException> (fun () -> PARAM_SCHEDULERS.build_list(schedulersJson, wrapper) |> ignore) id
+        let e = throws<ParamSchedulerException> (fun () -> ParamSchedulers.build_list(schedulersJson, wrapper) |> ignore) id
         Expect.equal e.PythonType (case.["error"].["type"].GetValue<string>()) "error type"
         Expect.equal e.PythonMessage (case.["error"].["message"].GetValue<string>()) "error message"
     else
         Expect.equal wrapper.param_groups.Count (case.["optim_wrapper_param_groups_len"].GetValue<int>()) "param_groups, pseudo group included"
-        let schedulers = PARAM_SCHEDULERS.build_list(schedulersJson, wrapper)
+        let schedulers = ParamSchedulers.build_list(schedulersJson, wrapper)
         let inputs = Golden.tensor file.["data"].["inputs"]
         let forward = model :?> torch.nn.Module<torch.Tensor, torch.Tensor>
         let perIter = case.["per_iter"].AsArray() |> Seq.toArray
@@ -174,34 +174,44 @@ let facadeTests =
             let w = OptimWrapper(torch.optim.SGD(m.parameters(), 0.1))
             let json = """[{"type": "LinearLR", "start_factor": 0.1, "end": 5, "by_epoch": false},
                            {"type": "OneCycleLR", "max_lr": 0.1, "by_epoch": false}]"""
-            let e = throws<ParamSchedulerException> (fun () -> PARAM_SCHEDULERS.build_list(json, w) |> ignore) "max_lr"
+            let e = throws<ParamSchedulerException> (fun () -> ParamSchedulers.build_list(json, w) |> ignore) "max_lr"
             Expect.equal e.Path "param_scheduler[1].max_lr" "path"
             Expect.equal e.PythonType "TypeError" "type"
-            let e2 = throws<KeyNotFoundException> (fun () -> PARAM_SCHEDULERS.build_list("""{"type": "WarmupLR"}""", w) |> ignore) "unknown"
+            let e2 = throws<KeyNotFoundException> (fun () -> ParamSchedulers.build_list("""{"type": "WarmupLR"}""", w) |> ignore) "unknown"
             Expect.stringContains e2.Message "WarmupLR is not in the mmengine::parameter scheduler registry" "KeyError text"
             let e3 =
                 throws<ParamSchedulerException>
-                    (fun () -> PARAM_SCHEDULERS.build_list("""[{"type": "OneCycleLR", "eta_max": [0.1, 0.2], "total_steps": 10}]""", w) |> ignore)
+                    (fun () -> ParamSchedulers.build_list("""[{"type": "OneCycleLR", "eta_max": [0.1, 0.2], "total_steps": 10}]""", w) |> ignore)
                     "eta_max list"
             Expect.equal (e3.Path, e3.PythonMessage) ("param_scheduler[0]", "expected 1 values for max_lr, got 2") "group-dependent error located too"
         }
         test "registry: every MMEngine name, build by name, custom registration" {
+            let registry = Registries.PARAM_SCHEDULERS
             for n in [ "LinearLR"; "CosineAnnealingLR"; "StepLR"; "MultiStepLR"; "ExponentialLR"; "ConstantLR"; "PolyLR"; "OneCycleLR"
                        "CosineRestartLR"; "ReduceOnPlateauLR"; "ConstantMomentum"; "CosineAnnealingMomentum"; "ExponentialMomentum"
                        "LinearMomentum"; "MultiStepMomentum"; "StepMomentum"; "PolyMomentum"; "CosineRestartMomentum"; "ReduceOnPlateauMomentum"
                        "StepParamScheduler"; "OneCycleParamScheduler"; "ReduceOnPlateauParamScheduler" ] do
-                Expect.isTrue (PARAM_SCHEDULERS.Contains n) n
-            Expect.isFalse (PARAM_SCHEDULERS.Contains "OneCycleMomentum") "MMEngine has no OneCycleMomentum"
+                Expect.isTrue (registry.contains n) n
+            Expect.equal registry.names.Count 29 "10 generic + 10 LR + 9 momentum"
+            Expect.isFalse (registry.contains "OneCycleMomentum") "MMEngine has no OneCycleMomentum"
             let m = mlp ()
             let w = OptimWrapper(torch.optim.SGD(m.parameters(), 0.1))
-            let s = PARAM_SCHEDULERS.build(readOnlyDict [ "type", box "CosineAnnealingLR"; "T_max", box 10L ], w)
+            let s = ParamSchedulers.build(readOnlyDict [ "type", box "CosineAnnealingLR"; "T_max", box 10L ], w)
             Expect.isTrue (s :? CosineAnnealingLR) "the registered class"
             let name = "ConstantHalfLR" + string (Guid.NewGuid().ToString("N"))
-            PARAM_SCHEDULERS.register_module(name, fun _ target -> ConstantLR(target, factor = 0.5) :> ParamScheduler)
-            let c = PARAM_SCHEDULERS.build_list(sprintf """{"type": "%s"}""" name, w)
-            Expect.equal (lrOf w.optimizer) [ 0.05 ] "custom factory ran (on top of the cosine's first step)"
-            Expect.equal c.Count 1 "one"
-            throws<ArgumentException> (fun () -> PARAM_SCHEDULERS.register_module(name, fun _ t -> ConstantLR(t) :> ParamScheduler)) "duplicate" |> ignore
+            try
+                registry.register_module(name, ParamSchedulerFactory(fun target _ _ -> ConstantLR(target, factor = 0.5) :> ParamScheduler)) |> ignore
+                let c = ParamSchedulers.build_list(sprintf """{"type": "%s"}""" name, w)
+                Expect.equal (lrOf w.optimizer) [ 0.05 ] "custom factory ran (on top of the cosine's first step)"
+                Expect.equal c.Count 1 "one"
+                throws<ArgumentException> (fun () -> registry.register_module(name, ParamSchedulerFactory(fun t _ _ -> ConstantLR(t) :> ParamScheduler)) |> ignore) "duplicate" |> ignore
+            finally
+                registry.remove name |> ignore
+        }
+        test "check reports every bad entry without an optimizer" {
+            let errors =
+                ParamSchedulers.check """[{"type": "LinearLR", "start_factor": 2.0}, {"type": "StepLR", "step_size": 2}, {"type": "OneCycleLR", "max_lr": 0.1}]"""
+            Expect.equal [ for e in errors -> e.Path, e.PythonType ] [ "param_scheduler[0].start_factor", "ValueError"; "param_scheduler[2].max_lr", "TypeError" ] "errors"
         }
         test "the hook: iteration-based every iteration, epoch-based every epoch, plateau with metrics" {
             let m = mlp ()
@@ -242,7 +252,7 @@ let facadeTests =
                     let groups = ps |> List.mapi (fun i p -> let o = Modules.SGD.Options() in (if i % 2 = 1 then o.LearningRate <- 0.02); Modules.SGD.ParamGroup([ p ], o))
                     let w = OptimWrapper(torch.optim.SGD(groups, 0.01, momentum = 0.9))
                     let s =
-                        PARAM_SCHEDULERS.build_list(
+                        ParamSchedulers.build_list(
                             """[{"type": "LinearLR", "start_factor": 0.1, "begin": 0, "end": 5, "by_epoch": false},
                                 {"type": "CosineAnnealingLR", "T_max": 15, "begin": 5, "end": 20, "eta_min": 1e-5, "by_epoch": false},
                                 {"type": "CosineAnnealingMomentum", "T_max": 20, "eta_min": 0.5, "by_epoch": false}]""", w)

@@ -3,7 +3,7 @@ using Optim.Core;
 
 namespace Optim;
 
-public static partial class PARAM_SCHEDULERS
+public static partial class ParamSchedulers
 {
     private static IEnumerable<(string Name, Func<SchedulerTarget, Schedules.Scheduler, ParamScheduler> Create)> BuiltIns()
     {
