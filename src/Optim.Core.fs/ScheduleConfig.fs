@@ -109,17 +109,6 @@ type private Args = (string * PyValue) list
 // ---------------------------------------------------------------------------------------------
 // Python's argument binding
 
-let private pyTypeName (v: PyValue) =
-    match v with
-    | PyValue.None -> "NoneType"
-    | PyValue.Bool _ -> "bool"
-    | PyValue.Int _ -> "int"
-    | PyValue.Float _ -> "float"
-    | PyValue.Str _ -> "str"
-    | PyValue.List _ -> "list"
-    | PyValue.Tuple _ -> "tuple"
-    | PyValue.Dict _ -> "dict"
-
 let private quoteList (names: string list) =
     let q = names |> List.map (fun n -> "'" + n + "'")
     match q with
@@ -191,7 +180,7 @@ let private sequenceOf key (item: string -> PyValue -> Result<'a, ScheduleError>
     | PyValue.List xs | PyValue.Tuple xs -> allOk (item key) xs
     | PyValue.Str _ | PyValue.Dict _ ->
         Error(atKey key (ScheduleError.typeError (sprintf "'%s' must be a list, got %s" key (PyFormat.repr v))))
-    | other -> Error(atKey key (ScheduleError.typeError (sprintf "'%s' object is not iterable" (pyTypeName other))))
+    | other -> Error(atKey key (ScheduleError.typeError (sprintf "'%s' object is not iterable" (PyNum.typeName other))))
 
 let private forGroups key (v: PyValue) =
     match v with
@@ -452,7 +441,7 @@ let parse (ctx: Context) (path: string) (cfg: PyValue) : Result<Scheduler, Sched
                 | Some kf -> Ok kf
                 | Option.None -> Error(atKey "type" (unknownType typeName))
             do! (match PyValue.tryFind "optimizer" kwargs with
-                 | Some v -> fail (atKey "optimizer" (ScheduleError.typeError (sprintf "``optimizer`` should be an Optimizer,but got %s" (pyTypeName v))))
+                 | Some v -> fail (atKey "optimizer" (ScheduleError.typeError (sprintf "``optimizer`` should be an Optimizer,but got %s" (PyNum.typeName v))))
                  | Option.None -> Ok())
             let! kwargs = if convert then buildIterFromEpoch typeName kind kwargs else Ok(PyValue.remove "epoch_length" kwargs)
             let positional =
@@ -463,14 +452,14 @@ let parse (ctx: Context) (path: string) (cfg: PyValue) : Result<Scheduler, Sched
             let! args = bind (kindClass kind + ".__init__") (signature kind) positional kwargs
             return! construct typeName kind family args
         })
-    | other -> Error { ScheduleError.typeError (sprintf "cfg should be a dict, ConfigDict or Config, but got %s" (pyTypeName other)) with Path = path }
+    | other -> Error { ScheduleError.typeError (sprintf "cfg should be a dict, ConfigDict or Config, but got %s" (PyNum.typeName other)) with Path = path }
 
 /// A `param_scheduler` entry: one dict or a list of dicts (built in order, composing in that order).
 let parseList (ctx: Context) (path: string) (cfg: PyValue) : Result<Scheduler list, ScheduleError> =
     match cfg with
     | PyValue.List xs | PyValue.Tuple xs -> xs |> List.mapi (fun n x -> parse ctx (sprintf "%s[%d]" path n) x) |> allOk id
     | PyValue.Dict _ -> parse ctx path cfg |> Result.map List.singleton
-    | other -> Error { ScheduleError.typeError (sprintf "param_scheduler should be a dict or a list of dicts, got %s" (pyTypeName other)) with Path = path }
+    | other -> Error { ScheduleError.typeError (sprintf "param_scheduler should be a dict or a list of dicts, got %s" (PyNum.typeName other)) with Path = path }
 
 /// A whole `param_scheduler` setting: a list (or one dict) for an OptimWrapper, or — a dict without
 /// `type` — one list per member of an OptimWrapperDict, by name.
@@ -493,7 +482,7 @@ let validate (ctx: Context) (cfg: PyValue) : ScheduleError list =
         | PyValue.List xs | PyValue.Tuple xs -> xs |> List.mapi (fun n x -> parse ctx (sprintf "%s[%d]" path n) x)
         | PyValue.Dict _ -> [ parse ctx path v ]
         | other ->
-            [ Error { ScheduleError.typeError (sprintf "param_scheduler should be a dict or a list of dicts, got %s" (pyTypeName other)) with Path = path } ]
+            [ Error { ScheduleError.typeError (sprintf "param_scheduler should be a dict or a list of dicts, got %s" (PyNum.typeName other)) with Path = path } ]
     let results =
         match cfg with
         | PyValue.Dict kvs when PyValue.tryFind "type" kvs |> Option.isNone ->
