@@ -48,7 +48,8 @@ let allClose (atol: float) (rtol: float) (actual: float32[]) (expected: float32[
     && Array.forall2 (fun (a: float32) (e: float32) ->
         (Single.IsNaN a && Single.IsNaN e) || (a = e) || abs (float a - float e) <= atol + rtol * abs (float e)) actual expected
 
-/// The worst relative error max |a − e| / max(|e|, tiny) over the elements.
-let worstRelative (actual: float32[]) (expected: float32[]) =
+/// The worst relative error max |a − e| / |e| over the elements with |e| ≥ floor (below it the absolute
+/// tolerance is what bounds a float32 value, and a relative figure says nothing).
+let worstRelative (floor: float) (actual: float32[]) (expected: float32[]) =
     Array.fold2 (fun acc (a: float32) (e: float32) ->
-        if a = e then acc else max acc (abs (float a - float e) / max (abs (float e)) 1e-30)) 0.0 actual expected
+        if a = e || abs (float e) < floor then acc else max acc (abs (float a - float e) / abs (float e))) 0.0 actual expected
