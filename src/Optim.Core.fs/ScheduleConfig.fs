@@ -206,6 +206,8 @@ let private ruleOf (k: Kind) (typeName: string) (paramName: string) (args: Args)
         match k with
         | KStep ->
             let! stepSize = integer "step_size" (get "step_size" args)
+            // Beyond MMEngine: it divides by step_size when stepped (ZeroDivisionError there).
+            do! check (stepSize < 1L) (atKey "step_size" (ScheduleError.valueError (sprintf "step_size must be a positive integer (it divides the step count), got %d" stepSize)))
             let! gamma = number "gamma" (get "gamma" args)
             return Step(stepSize, gamma)
         | KMultiStep ->
@@ -234,11 +236,15 @@ let private ruleOf (k: Kind) (typeName: string) (paramName: string) (args: Args)
             let! s = number "start_factor" (get "start_factor" args)
             let! e = number "end_factor" (get "end_factor" args)
             do! check (s > 1.0 || s < 0.0) (atKey "start_factor" (ScheduleError.valueError "Starting multiplicative factor should between 0 and 1."))
+            // Beyond MMEngine: a start_factor of 0 divides by zero at the first step.
+            do! check (s = 0.0) (atKey "start_factor" (ScheduleError.valueError "Starting multiplicative factor must be above 0 (0 divides by zero at the first step)."))
             do! check (e > 1.0 || e < 0.0) (atKey "end_factor" (ScheduleError.valueError "Ending multiplicative factor should between 0 and 1."))
             return Linear(s, e)
         | KPoly ->
             let! etaMin = number "eta_min" (get "eta_min" args)
             let! power = number "power" (get "power" args)
+            // Beyond MMEngine: 0 ** power with a negative power divides by zero at the last step.
+            do! check (power < 0.0 || System.Double.IsNaN power) (atKey "power" (ScheduleError.valueError (sprintf "power must be at least 0 (a negative power divides by zero at the last step), got %s" (PyFormat.float power))))
             return Poly(etaMin, power)
         | KOneCycle ->
             do! check (paramName <> "lr")
@@ -269,7 +275,7 @@ let private ruleOf (k: Kind) (typeName: string) (paramName: string) (args: Args)
         | KCosineRestart ->
             let! etaMin = optNumber "eta_min" (get "eta_min" args)
             let! ratio = optNumber "eta_min_ratio" (get "eta_min_ratio" args)
-            do! check (etaMin.IsSome = ratio.IsSome) (ScheduleError.assertion "")
+            do! check (etaMin.IsSome = ratio.IsSome) (ScheduleError.assertion "exactly one of `eta_min` and `eta_min_ratio` must be specified")
             let! periods = sequenceOf "periods" integer (get "periods" args)
             let! weights = sequenceOf "restart_weights" number (get "restart_weights" args)
             do! check (periods.Length <> weights.Length) (ScheduleError.assertion "periods and restart_weights should have the same length.")
@@ -392,7 +398,8 @@ let unknownType (typeName: string) =
     ScheduleError.keyError (
         sprintf
             "%s is not in the mmengine::parameter scheduler registry. Please check whether the value of `%s` is correct or it was registered as expected. More details can be found at https://mmengine.readthedocs.io/en/latest/advanced_tutorials/config.html#import-the-custom-module"
-            typeName typeName)
+            typeName typeName
+        + Suggest.didYouMean typeName names)
 
 let private truthy (v: PyValue) =
     match v with
