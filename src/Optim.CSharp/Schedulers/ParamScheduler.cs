@@ -261,6 +261,18 @@ public static class ParamSchedulerHook
         foreach (var s in schedulers) if (!s.by_epoch) s.step();
     }
 
+    /// <summary>
+    /// As <see cref="after_train_iter(IEnumerable{ParamScheduler})"/>; with
+    /// <paramref name="advance_on_skipped_step"/> false (beyond MMEngine, whose default is to advance),
+    /// nothing steps when <paramref name="optim_wrapper"/>'s last step was skipped by <c>skip_nonfinite</c>,
+    /// so a skipped step does not consume a step of the schedule.
+    /// </summary>
+    public static void after_train_iter(IEnumerable<ParamScheduler> schedulers, OptimWrapper? optim_wrapper, bool advance_on_skipped_step = true)
+    {
+        if (!advance_on_skipped_step && optim_wrapper is { LastStepSkipped: true }) return;
+        after_train_iter(schedulers);
+    }
+
     /// <summary>After a training epoch: steps every scheduler with <c>by_epoch == true</c>, in order.</summary>
     public static void after_train_epoch(IEnumerable<ParamScheduler> schedulers)
     {
