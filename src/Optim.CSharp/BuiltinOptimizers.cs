@@ -97,6 +97,8 @@ public static class BuiltinOptimizers
             "LBFGS" => CreateLbfgs(groups, D, defaults),
             _ => throw new ArgumentException($"{name} is not an optimizer TorchSharp provides", nameof(name)),
         };
+        // The values keep the Python types they were given (TorchSharp stores doubles).
+        OptimizerGroups.RememberDefaults(optimizer, defaults);
         // Extra keys (lr_mult, decay_mult, ...) live beside TorchSharp's options, as in PyTorch's group dicts.
         var views = OptimizerGroups.Of(optimizer);
         for (int i = 0; i < groups.Count && i < views.Count; i++)
