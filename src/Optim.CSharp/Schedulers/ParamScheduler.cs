@@ -131,6 +131,13 @@ public abstract class ParamScheduler
         _target = optimizer;
         _logger = OptimLogging.CreateLogger(GetType().Name);
         var groups = optimizer.param_groups;
+        // MMEngine meets a missing key as a KeyError inside its constructor; say which key, where, and what is close.
+        // ("momentum" is MMEngine's alias of betas[0] on Adam-like optimizers; the core checks it.)
+        var missingIn = settings.ParamName == "momentum" ? default
+            : groups.Select((g, i) => (g, i)).FirstOrDefault(x => !x.g.ContainsKey(settings.ParamName));
+        if (missingIn.g is not null)
+            throw new ParamSchedulerException("KeyError",
+                $"param_name '{settings.ParamName}' is not a key of param group {missingIn.i} (its keys: {string.Join(", ", missingIn.g.Keys)}).{Suggest.didYouMean(settings.ParamName, Microsoft.FSharp.Collections.ListModule.OfSeq(missingIn.g.Keys))}", "");
         var outcome = ScheduleRaise.Unwrap(Schedules.attach(settings, optimizer.CoreTarget(), ToCore(groups)), stepping: false);
         Apply(outcome, groups);
         _state = outcome.State;
