@@ -207,6 +207,11 @@ let tests =
             Expect.stringContains e.Errors.[0].Path "optimizer.deep.a.a" "path"
             Expect.stringContains e.Errors.[0].Message "nested more than 64 levels" "message"
         }
+        test "JSON text nested 10,000 deep is an OptimConfigException (invalid JSON), not a JsonException" {
+            let text = String.replicate 10000 "{\"a\": " + "1" + String.replicate 10000 "}"
+            let e = throws<OptimConfigException> (fun () -> Builder.build_optim_wrapper (new Net(), text) |> ignore) "deep text"
+            Expect.stringContains e.Errors.[0].Message "invalid JSON" "message"
+        }
         test "a dictionary that contains itself, and a value with no Python counterpart, are errors with paths" {
             let cyclic = Dictionary<string, obj>()
             cyclic.["self"] <- box cyclic

@@ -82,6 +82,17 @@ let tests =
                 Expect.isTrue (allFinite m) "finite after clean steps"
                 Expect.isTrue (provider.Records |> List.exists (fun r -> r.Message.Contains "reached its floor")) "floor warning")
         }
+        test "min_scale from a loss_scale config dict: overflows stop at that floor" {
+            let m = net ()
+            let w = Builder.build_optim_wrapper (m, """{"type": "AmpOptimWrapper", "dtype": "float32", "optimizer": {"type": "SGD", "lr": 0.1},
+                                                       "loss_scale": {"init_scale": 4.0, "min_scale": 1.0}}""") :?> AmpOptimWrapper
+            for _ in 1 .. 5 do
+                use loss = lossOf m Single.PositiveInfinity
+                w.update_params loss
+            Expect.equal (w.loss_scaler.get_scale()) 1.0 "floor"
+            Expect.equal (w.loss_scaler.scale_bounds) (1.0, LossScaling.defaultMaxScale) "bounds"
+            Expect.isGreaterThan w.loss_scaler.BoundHits 0L "counted"
+        }
         test "GradScaler: an unusable inverse scale counts as an overflow; the step is skipped" {
             let m = net ()
             let opt = torch.optim.SGD(m.parameters(), 0.1)
