@@ -676,6 +676,9 @@ let wrapperTests =
                 Expect.equal (s.get_last_value().Count) 3 "get_last_value covers the pseudo group"
                 Expect.isTrue (close (0.05 * 0.9) (valueOf groups.[2] "lr")) "pseudo group's lr follows the defaults' schedule"
                 Expect.equal (groups.[2].["initial_lr"]) (box 0.05) "initial_lr set on the pseudo group"
+                // ReduceOnPlateau's min_value list is one per real group; the pseudo group takes the last.
+                let rop = ReduceOnPlateauParamScheduler(fx.Target, "lr", min_value = [| 0.1; 0.2 |])
+                Expect.sequenceEqual (rop.state_dict().["min_values"] :?> seq<obj>) [ box 0.1; box 0.2; box 0.2 ] "min_values"
             } ])
 
 [<Tests>]
