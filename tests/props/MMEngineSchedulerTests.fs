@@ -681,5 +681,54 @@ let wrapperTests =
                 Expect.sequenceEqual (rop.state_dict().["min_values"] :?> seq<obj>) [ box 0.1; box 0.2; box 0.2 ] "min_values"
             } ])
 
+/// The order check on every way a wrapper steps (not in MMEngine's tests, which use OptimWrapper.step()).
+let orderTests =
+    testList "order warnings beyond MMEngine's tests" [
+        test "AmpOptimWrapper.update_params counts as the optimizer's step" {
+            let run (optimizerFirst: bool) =
+                let model = new ToyModel()
+                let w = AmpOptimWrapper(torch.optim.SGD(parametersOf model, 0.1))
+                warningsDuring (fun () ->
+                    let s = StepLR(SchedulerTarget.Of w, step_size = 1L)
+                    let update () =
+                        let loss =
+                            use _ctx = w.optim_context model
+                            model.forward(torch.ones(1L, 1L, 1L, 1L)).sum()
+                        w.update_params loss
+                    if optimizerFirst then update ()
+                    s.step ()
+                    if not optimizerFirst then update ())
+            Expect.isEmpty (run true) "update_params, then scheduler.step()"
+            Expect.equal (run false) [ Schedules.OrderWarning.beforeOptimizer ] "scheduler.step() first"
+        }
+        test "step(closure) counts; only the first step after construction is checked" {
+            let model = new ToyModel()
+            let w = OptimWrapper(torch.optim.SGD(parametersOf model, 0.1))
+            let warnings =
+                warningsDuring (fun () ->
+                    let s = ExponentialLR(w, gamma = 0.9)
+                    w.step (Func<torch.Tensor>(fun () -> torch.zeros(1L))) |> ignore
+                    s.step ()
+                    s.step () // MMEngine checks only the first call
+                    // A second scheduler restarts the count (MMEngine resets optimizer._global_step).
+                    let s2 = StepLR(w, step_size = 2L)
+                    s2.step ())
+            Expect.equal warnings [ Schedules.OrderWarning.beforeOptimizer ] "only the second scheduler, stepped before any new optimizer step"
+        }
+        test "ReduceOnPlateau neither checks the order nor resets the count" {
+            let model = new ToyModel()
+            let w = OptimWrapper(torch.optim.SGD(parametersOf model, 0.1))
+            let warnings =
+                warningsDuring (fun () ->
+                    let s = StepLR(w, step_size = 2L)
+                    w.step ()
+                    let rop = ReduceOnPlateauLR(w, monitor = "loss")
+                    rop.step (metricsOf [ "loss", 1.0 ])
+                    rop.step (metricsOf [ "loss", 1.0 ])
+                    s.step ())
+            Expect.isEmpty warnings "the wrapper's step before the plateau scheduler still counts"
+        }
+    ]
+
 [<Tests>]
-let tests = testList "MMEngine scheduler tests (facade)" [ lrTests; momentumTests; paramTests; wrapperTests ]
+let tests = testList "MMEngine scheduler tests (facade)" [ lrTests; momentumTests; paramTests; wrapperTests; orderTests ]
