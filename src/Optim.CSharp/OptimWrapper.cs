@@ -202,16 +202,29 @@ public class OptimWrapper : BaseOptimWrapper
 
     /// <summary>
     /// Clips the gradients if configured, then steps the optimizer. With <c>skip_nonfinite</c>, a step
-    /// whose loss or gradients hold inf/NaN is skipped first. If clipping throws (clip_grad's
-    /// <c>error_if_nonfinite</c>), the next backward clears the gradients first, so the next
-    /// iteration starts clean.
+    /// whose loss or gradients hold inf/NaN is skipped first (it still counts as a step call). If
+    /// clipping throws (clip_grad's <c>error_if_nonfinite</c>), the next backward clears the gradients
+    /// first, so the next iteration starts clean.
     /// </summary>
+    /// <remarks>Overrides must count the call exactly once (call base or <see cref="CountStep"/>), so that
+    /// schedulers can check they are stepped after the optimizer.</remarks>
     public override void step()
     {
+        CountStep();
         if (_guard.Enabled && !GuardAllowsStep(NonFiniteFlag())) return;
         if (_clip is not null) ClipOrRecover();
         optimizer.step();
     }
+
+    /// <summary>
+    /// <c>step()</c> calls since a scheduler was last attached, minus one (-1: none yet): MMEngine's
+    /// <c>optimizer._global_step</c>, which a scheduler reads at its first step to warn when it is
+    /// stepped before the optimizer.
+    /// </summary>
+    internal long StepCalls { get; set; } = -1;
+
+    /// <summary>Counts one <c>step()</c> call (for subclasses that step differently).</summary>
+    protected void CountStep() => StepCalls++;
 
     /// <summary>
     /// Clips the gradients if configured, then steps the optimizer with a closure that re-evaluates the
@@ -223,6 +236,7 @@ public class OptimWrapper : BaseOptimWrapper
     {
         if (_guard.Enabled)
             throw new InvalidOperationException("skip_nonfinite cannot guard step(closure): the closure computes the gradients during the step");
+        CountStep();
         if (_clip is not null) ClipOrRecover();
         optimizer.step(closure);
     }

@@ -206,8 +206,6 @@ let private ruleOf (k: Kind) (typeName: string) (paramName: string) (args: Args)
         match k with
         | KStep ->
             let! stepSize = integer "step_size" (get "step_size" args)
-            // Beyond MMEngine: it divides by step_size when stepped (ZeroDivisionError there).
-            do! check (stepSize < 1L) (atKey "step_size" (ScheduleError.valueError (sprintf "step_size must be a positive integer (it divides the step count), got %d" stepSize)))
             let! gamma = number "gamma" (get "gamma" args)
             return Step(stepSize, gamma)
         | KMultiStep ->
@@ -236,15 +234,11 @@ let private ruleOf (k: Kind) (typeName: string) (paramName: string) (args: Args)
             let! s = number "start_factor" (get "start_factor" args)
             let! e = number "end_factor" (get "end_factor" args)
             do! check (s > 1.0 || s < 0.0) (atKey "start_factor" (ScheduleError.valueError "Starting multiplicative factor should between 0 and 1."))
-            // Beyond MMEngine: a start_factor of 0 divides by zero at the first step.
-            do! check (s = 0.0) (atKey "start_factor" (ScheduleError.valueError "Starting multiplicative factor must be above 0 (0 divides by zero at the first step)."))
             do! check (e > 1.0 || e < 0.0) (atKey "end_factor" (ScheduleError.valueError "Ending multiplicative factor should between 0 and 1."))
             return Linear(s, e)
         | KPoly ->
             let! etaMin = number "eta_min" (get "eta_min" args)
             let! power = number "power" (get "power" args)
-            // Beyond MMEngine: 0 ** power with a negative power divides by zero at the last step.
-            do! check (power < 0.0 || System.Double.IsNaN power) (atKey "power" (ScheduleError.valueError (sprintf "power must be at least 0 (a negative power divides by zero at the last step), got %s" (PyFormat.float power))))
             return Poly(etaMin, power)
         | KOneCycle ->
             do! check (paramName <> "lr")
@@ -462,10 +456,29 @@ let parse (ctx: Context) (path: string) (cfg: PyValue) : Result<Scheduler, Sched
     | other -> Error { ScheduleError.typeError (sprintf "cfg should be a dict, ConfigDict or Config, but got %s" (PyNum.typeName other)) with Path = path }
 
 /// A `param_scheduler` entry: one dict or a list of dicts (built in order, composing in that order).
+/// Settings MMEngine accepts when a scheduler is constructed but that fail when it is stepped (beyond
+/// MMEngine, which raises ZeroDivisionError there): `step_size` 0 (modulo by zero), `start_factor` 0
+/// (division by zero at the second step), a negative or NaN `power` (0 ** power at the last step).
+/// Rejected on the config path (`parseForConfig`); a scheduler constructed directly keeps MMEngine's behaviour.
+let steppable (path: string) (s: Scheduler) : Result<Scheduler, ScheduleError> =
+    let at key (e: ScheduleError) = { e with Path = (if path = "" then key else path + "." + key) }
+    match s.Rule with
+    | Step(n, _) when n < 1L ->
+        Error(at "step_size" (ScheduleError.valueError (sprintf "step_size must be a positive integer (it divides the step count), got %d" n)))
+    | Linear(start, _) when start = 0.0 ->
+        Error(at "start_factor" (ScheduleError.valueError "Starting multiplicative factor must be above 0 (0 divides by zero at the first step)."))
+    | Poly(_, p) when p < 0.0 || System.Double.IsNaN p ->
+        Error(at "power" (ScheduleError.valueError (sprintf "power must be at least 0 (a negative power divides by zero at the last step), got %s" (PyFormat.float p))))
+    | _ -> Ok s
+
+/// `parse`, plus `steppable`: what a config entry (param_scheduler in a config) must pass.
+let parseForConfig (ctx: Context) (path: string) (cfg: PyValue) : Result<Scheduler, ScheduleError> =
+    parse ctx path cfg |> Result.bind (steppable path)
+
 let parseList (ctx: Context) (path: string) (cfg: PyValue) : Result<Scheduler list, ScheduleError> =
     match cfg with
-    | PyValue.List xs | PyValue.Tuple xs -> xs |> List.mapi (fun n x -> parse ctx (sprintf "%s[%d]" path n) x) |> allOk id
-    | PyValue.Dict _ -> parse ctx path cfg |> Result.map List.singleton
+    | PyValue.List xs | PyValue.Tuple xs -> xs |> List.mapi (fun n x -> parseForConfig ctx (sprintf "%s[%d]" path n) x) |> allOk id
+    | PyValue.Dict _ -> parseForConfig ctx path cfg |> Result.map List.singleton
     | other -> Error { ScheduleError.typeError (sprintf "param_scheduler should be a dict or a list of dicts, got %s" (PyNum.typeName other)) with Path = path }
 
 /// A whole `param_scheduler` setting: a list (or one dict) for an OptimWrapper, or — a dict without
@@ -486,8 +499,8 @@ let parseConfig (ctx: Context) (cfg: PyValue) : Result<Config, ScheduleError> =
 let validate (ctx: Context) (cfg: PyValue) : ScheduleError list =
     let entries path v =
         match v with
-        | PyValue.List xs | PyValue.Tuple xs -> xs |> List.mapi (fun n x -> parse ctx (sprintf "%s[%d]" path n) x)
-        | PyValue.Dict _ -> [ parse ctx path v ]
+        | PyValue.List xs | PyValue.Tuple xs -> xs |> List.mapi (fun n x -> parseForConfig ctx (sprintf "%s[%d]" path n) x)
+        | PyValue.Dict _ -> [ parseForConfig ctx path v ]
         | other ->
             [ Error { ScheduleError.typeError (sprintf "param_scheduler should be a dict or a list of dicts, got %s" (PyNum.typeName other)) with Path = path } ]
     let results =

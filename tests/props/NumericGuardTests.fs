@@ -242,8 +242,8 @@ let tests =
                   """{"type": "PolyLR", "power": -1, "end": 10}""", "power", "power must be at least 0"
                   """{"type": "CosineRestartLR", "periods": [5], "restart_weights": [1]}""", "", "exactly one of `eta_min` and `eta_min_ratio`"
                   """{"type": "StepLr", "step_size": 2}""", "type", "Did you mean 'StepLR'?"
-                  """{"type": "StepParamScheduler", "param_name": "weight_decy", "step_size": 2}""", "param_scheduler", "param_name 'weight_decy' is not a key of param group 0" ] do
-                if path = "type" then
+                  """{"type": "StepParamScheduler", "param_name": "weight_decy", "step_size": 2}""", "param_name", "param_scheduler.param_name: 'weight_decy' is not a key of param group 0" ] do
+                if path = "type" || path = "param_name" then
                     // An unknown type stays MMEngine's KeyError, now with a suggestion.
                     let e = throws<Collections.Generic.KeyNotFoundException> (fun () -> build json) json
                     Expect.stringContains e.Message fragment json

@@ -410,11 +410,11 @@ let errorTests =
         }
         // MMEngine accepts these and raises ZeroDivisionError when stepped; this port rejects them when built.
         test "LinearLR start_factor 0 (divides by zero at its second step in MMEngine) is rejected when built" {
-            parseErr (D [ "type", S "LinearLR"; "start_factor", I 0L; "end", I 10L ])
+            ScheduleConfig.parseForConfig ScheduleConfig.noContext "param_scheduler.[0]" (D [ "type", S "LinearLR"; "start_factor", I 0L; "end", I 10L ])
             |> expectError "ValueError" "Starting multiplicative factor must be above 0 (0 divides by zero at the first step)."
         }
         test "StepLR step_size 0 (fails at its first decay in MMEngine) is rejected when built" {
-            parseErr (D [ "type", S "StepLR"; "step_size", I 0L ])
+            ScheduleConfig.parseForConfig ScheduleConfig.noContext "param_scheduler.[0]" (D [ "type", S "StepLR"; "step_size", I 0L ])
             |> expectError "ValueError" "step_size must be a positive integer (it divides the step count), got 0"
         }
         test "only ReduceOnPlateau takes metrics" {

@@ -96,6 +96,7 @@ public class AmpOptimWrapper : OptimWrapper
     /// iteration works.</remarks>
     public override void step()
     {
+        CountStep();
         var guarded = skip_nonfinite.Enabled;
         if (ClipGrad is not null || guarded) loss_scaler.unscale_(optimizer);
         if (guarded)
