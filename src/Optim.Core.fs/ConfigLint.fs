@@ -126,14 +126,18 @@ let escalate (strict: bool) (lint: Lint) : Lint =
 /// paramwise rule that set the value (`paramwise_cfg.custom_keys["head"]`), naming the first
 /// parameter it hit.
 let planValues (limit: float) (name: string) (kwargs: (string * PyValue) list) (plan: Paramwise.GroupPlan seq) : ConfigError list =
-    let seen = System.Collections.Generic.HashSet<string * string>()
-    [ for g in plan do
-          if not g.Options.IsEmpty then
-              let given = g.Options |> List.map (fun o -> o.Key)
-              for (key, e) in OptimizerRules.check limit name (OptimizerRules.effective name [ kwargs; g.Pairs ]) given do
-                  match g.Options |> List.tryFind (fun o -> o.Key = key) with
-                  | Some o when seen.Add((o.Rule.Source, key)) ->
-                      yield
-                          ConfigError.at (root + "." + o.Rule.Source) e.Kind
-                              (sprintf "gives %s=%s for %s: %s" key (PyFormat.str o.Value) g.Param.FullName e.Message)
-                  | _ -> () ]
+    plan
+    |> Seq.filter (fun g -> not g.Options.IsEmpty)
+    |> Seq.collect (fun g ->
+        let given = g.Options |> List.map (fun o -> o.Key)
+        OptimizerRules.check limit name (OptimizerRules.effective name [ kwargs; g.Pairs ]) given
+        |> List.choose (fun (key, e) ->
+            g.Options
+            |> List.tryFind (fun o -> o.Key = key)
+            |> Option.map (fun o ->
+                (o.Rule.Source, key),
+                ConfigError.at (root + "." + o.Rule.Source) e.Kind
+                    (sprintf "gives %s=%s for %s: %s" key (PyFormat.str o.Value) g.Param.FullName e.Message))))
+    |> Seq.distinctBy fst
+    |> Seq.map snd
+    |> List.ofSeq
