@@ -30,14 +30,13 @@ type SingleRankGroup() =
 /// Result of one mpirun launch.
 type Launch = { ExitCode: int; Output: string; Elapsed: TimeSpan; TimedOut: bool }
 
-/// `mpirun -np 2` on the loopback interface, as root if need be, running this test assembly as the
-/// worker; killed (with its ranks) if it outlives `limit`.
-let mpirun (mode: string) (dir: string) (limit: TimeSpan) : Launch =
-    let testDll = Reflection.Assembly.GetExecutingAssembly().Location
+/// `mpirun -np 2` on the loopback interface, as root if need be, running `dotnet <program>`;
+/// killed (with its ranks) if it outlives `limit`.
+let mpirunProgram (program: string list) (limit: TimeSpan) : Launch =
     let args =
         [ "-np"; string ranks; "--oversubscribe"; "--allow-run-as-root"; "--tag-output"
           "--mca"; "btl"; "self,tcp"; "--mca"; "btl_tcp_if_include"; "lo"; "--mca"; "oob_tcp_if_include"; "lo"
-          "dotnet"; testDll; "--ddp-worker"; mode; dir ]
+          "dotnet" ] @ program
     let psi = ProcessStartInfo("mpirun", RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false)
     for a in args do psi.ArgumentList.Add a
     psi.Environment["OMPI_ALLOW_RUN_AS_ROOT"] <- "1"
@@ -56,6 +55,21 @@ let mpirun (mode: string) (dir: string) (limit: TimeSpan) : Launch =
     if not finished then p.Kill(entireProcessTree = true); p.WaitForExit()
     else p.WaitForExit()
     { ExitCode = (if finished then p.ExitCode else -1); Output = lock output (fun () -> output.ToString()); Elapsed = clock.Elapsed; TimedOut = not finished }
+
+/// This test assembly as the 2-rank worker (`--ddp-worker mode dir`).
+let mpirun (mode: string) (dir: string) (limit: TimeSpan) : Launch =
+    mpirunProgram [ Reflection.Assembly.GetExecutingAssembly().Location; "--ddp-worker"; mode; dir ] limit
+
+/// The examples/DataParallel program built beside this test assembly's configuration.
+let private exampleDll () =
+    let testDir = AppContext.BaseDirectory.TrimEnd(Path.DirectorySeparatorChar)
+    // tests/props/bin/<Configuration>/<tfm> -> examples/DataParallel/bin/<Configuration>/<tfm>
+    let tfm = Path.GetFileName testDir
+    let config = Path.GetFileName(Path.GetDirectoryName testDir)
+    let root = Path.GetFullPath(Path.Combine(testDir, "..", "..", "..", "..", ".."))
+    let dll = Path.Combine(root, "examples", "DataParallel", "bin", config, tfm, "DataParallel.dll")
+    if not (File.Exists dll) then failwithf "%s is missing: build the solution (dotnet fsi build.fsx build)" dll
+    dll
 
 let private tempDir (tag: string) =
     let d = Path.Combine(Path.GetTempPath(), sprintf "optim-ddp-%s-%d-%s" tag Environment.ProcessId (Guid.NewGuid().ToString("N").Substring(0, 6)))
@@ -252,6 +266,30 @@ let mpiTests =
             Expect.equal r1.Scales r0.Scales "same scales"
             Expect.equal r0.Params.[1] r0.Params.[0] "rank 0 skipped the step"
             Expect.equal r1.Params.[1] r1.Params.[0] "rank 1 skipped the step"
+        }
+        test "examples/DataParallel under mpirun -np 2: loss falls, rank 0's checkpoint restores the same weights on both ranks" {
+            let dir = tempDir "example"
+            let launch = mpirunProgram [ exampleDll (); "5"; dir ] (TimeSpan.FromMinutes 2.0)
+            Expect.isFalse launch.TimedOut "finished"
+            Expect.equal launch.ExitCode 0 $"exit code:\n{launch.Output}"
+            let lines = launch.Output.Split('\n') |> Array.map (fun l -> l.Trim())
+            let losses =
+                lines |> Array.choose (fun l ->
+                    let m = Text.RegularExpressions.Regex.Match(l, @"epoch \d+: mean loss ([0-9.]+) over 512 samples on 2 ranks")
+                    if m.Success then Some(float m.Groups.[1].Value) else None)
+            Expect.equal losses.Length 5 $"one line per epoch, from rank 0 only:\n{launch.Output}"
+            Expect.isLessThan losses.[4] (losses.[0] * 0.9) "the loss falls"
+            let checksums =
+                lines |> Array.choose (fun l ->
+                    let m = Text.RegularExpressions.Regex.Match(l, @"rank (\d): trained checksum (\S+), restored checksum (\S+), gradient syncs (\d+)")
+                    if m.Success then Some(m.Groups.[1].Value, m.Groups.[2].Value, m.Groups.[3].Value, int m.Groups.[4].Value) else None)
+            Expect.equal (checksums |> Array.map (fun (r, _, _, _) -> r) |> Array.sort) [| "0"; "1" |] "both ranks report"
+            let _, trained, _, _ = checksums.[0]
+            for (r, t, restored, syncs) in checksums do
+                Expect.equal t trained $"rank {r}: the same trained weights as the other rank"
+                Expect.equal restored trained $"rank {r}: rank 0's checkpoint restores them exactly"
+                Expect.equal syncs 20 $"rank {r}: 5 epochs × 8 iterations / accumulation 2 = 20 all-reduces"
+            Expect.isTrue (File.Exists(Path.Combine(dir, DistributedCheckpoint.ModelFile))) "the checkpoint was written"
         }
         test "ranks whose parameters have another shape fail on every rank with a clear error, not a hang" {
             let dir = tempDir "mismatch"

@@ -93,7 +93,9 @@ public class DistributedDataParallel<TInput, TResult> : nn.Module<TInput, TResul
     }
 
     /// <summary>The wrapped model (PyTorch's <c>ddp.module</c>).</summary>
-    public nn.Module module => _module;
+    public nn.Module<TInput, TResult> module => _module;
+
+    nn.Module IModelWrapper.module => _module;
 
     /// <summary>The ranks the gradients are averaged over.</summary>
     public IProcessGroup process_group { get; }
