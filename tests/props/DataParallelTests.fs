@@ -209,6 +209,20 @@ let singleProcessTests =
             ddp.forward(torch.ones(1L, 3L)) |> ignore // evaluation under no_grad needs no backward
         }
 
+        test "build_optim_wrapper on a DistributedDataParallel: paramwise rules see the inner names" {
+            let inner = torch.nn.Sequential(("fc", torch.nn.Linear(3L, 2L) :> torch.nn.Module<torch.Tensor, torch.Tensor>))
+            use ddp = new DistributedDataParallel(inner, new SingleRankGroup())
+            let wrapper =
+                Builder.build_optim_wrapper(ddp, """{ "optimizer": { "type": "SGD", "lr": 0.1 },
+                    "paramwise_cfg": { "custom_keys": { "fc.bias": { "lr_mult": 0.5 } } } }""")
+            Expect.equal (wrapper.get_lr().["lr"] |> List.ofSeq) [ 0.1; 0.05 ] "fc.bias matched its custom key"
+            // Custom keys match by substring: a wrapped name would be "module.fc.bias".
+            let prefixed =
+                Builder.build_optim_wrapper(ddp, """{ "optimizer": { "type": "SGD", "lr": 0.1 },
+                    "paramwise_cfg": { "custom_keys": { "module.": { "lr_mult": 0.5 } } } }""")
+            Expect.equal (prefixed.get_lr().["lr"] |> List.ofSeq) [ 0.1; 0.1 ] "no name carries the wrapper's module. prefix"
+        }
+
         test "bucket_cap_mb must be positive" {
             Expect.throwsT<ArgumentException> (fun () -> new DistributedDataParallel(torch.nn.Linear(3L, 1L), new SingleRankGroup(), bucket_cap_mb = 0.0) |> ignore) "zero cap"
         }
@@ -290,6 +304,19 @@ let mpiTests =
                 Expect.equal restored trained $"rank {r}: rank 0's checkpoint restores them exactly"
                 Expect.equal syncs 20 $"rank {r}: 5 epochs × 8 iterations / accumulation 2 = 20 all-reduces"
             Expect.isTrue (File.Exists(Path.Combine(dir, DistributedCheckpoint.ModelFile))) "the checkpoint was written"
+        }
+        test "examples/DataParallel without mpirun: a one-rank job" {
+            let psi = ProcessStartInfo("dotnet", RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false)
+            for a in [ exampleDll (); "1"; tempDir "single" ] do psi.ArgumentList.Add a
+            psi.Environment["OMPI_ALLOW_RUN_AS_ROOT"] <- "1"
+            psi.Environment["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] <- "1"
+            use p = Process.Start psi
+            let out = p.StandardOutput.ReadToEndAsync()
+            let err = p.StandardError.ReadToEndAsync()
+            if not (p.WaitForExit(TimeSpan.FromMinutes 1.0)) then p.Kill(entireProcessTree = true); failtest "the one-rank run hung"
+            Expect.equal p.ExitCode 0 $"exit code: {out.Result} {err.Result}"
+            Expect.stringContains out.Result "over 512 samples on 1 ranks" "all 512 samples on the one rank"
+            Expect.stringContains out.Result "gradient syncs 8" "16 iterations / accumulation 2"
         }
         test "ranks whose parameters have another shape fail on every rank with a clear error, not a hang" {
             let dir = tempDir "mismatch"
