@@ -27,7 +27,7 @@ type Trace =
 /// An AmpOptimWrapper that puts +inf into one gradient just before its `poisonAt`-th step on this
 /// process only — after the all-reduce, so only this rank sees it unless found-inf is reduced.
 type PoisoningAmpOptimWrapper(optimizer: torch.optim.Optimizer, poisonAt: int, poison: bool) =
-    inherit AmpOptimWrapper(optimizer, loss_scale = (dict [ "init_scale", box 1024.0 ] :> IDictionary<string, obj>), dtype = "float32")
+    inherit AmpOptimWrapper(optimizer, loss_scale = dict [ "init_scale", box 1024.0 ], dtype = "float32")
     let mutable steps = 0
     override this.step() =
         steps <- steps + 1
@@ -69,7 +69,7 @@ let train (name: string) (rank: int) (world: int) (group: IProcessGroup option) 
         | "sgd" | "sgd-buckets" -> OptimWrapper(torch.optim.SGD(ps, 0.1, momentum = 0.9)), 4
         | "adamw" -> OptimWrapper(torch.optim.AdamW(ps, 0.01, weight_decay = 0.01)), 4
         | "accum3" -> OptimWrapper(torch.optim.SGD(ps, 0.1, momentum = 0.9), accumulative_counts = 3), 7
-        | "clip" -> OptimWrapper(torch.optim.SGD(ps, 0.5), clip_grad = (dict [ "max_norm", box 0.05 ] :> IDictionary<string, obj>)), 4
+        | "clip" -> OptimWrapper(torch.optim.SGD(ps, 0.5), clip_grad = dict [ "max_norm", box 0.05 ]), 4
         | "amp" -> PoisoningAmpOptimWrapper(torch.optim.SGD(ps, 0.1), 2, (rank = world - 1)) :> OptimWrapper, 4
         | other -> failwithf "unknown scenario %s" other
     wrapper.initialize_count_status (m, 0, iters)
