@@ -112,7 +112,7 @@ public class DistributedDataParallel<TInput, TResult> : nn.Module<TInput, TResul
     /// <summary>How many times the gradients were synchronised (once per update with accumulation).</summary>
     public int SyncCount { get; private set; }
 
-    /// <summary>How many bucket all-reduces were issued (<see cref="SyncCount"/> × the bucket count).</summary>
+    /// <summary>How many bucket all-reduces were issued (<see cref="SyncCount"/> × the bucket count; none with one rank).</summary>
     public int AllReduceCount { get; private set; }
 
     /// <summary>Whether the next backward pass will synchronise (false inside <see cref="no_sync"/>).</summary>
@@ -171,11 +171,14 @@ public class DistributedDataParallel<TInput, TResult> : nn.Module<TInput, TResul
 
     /// <summary>
     /// Averages every gradient over the ranks now: per bucket, copies the gradients into the flat
-    /// tensor, all-reduces (sum), divides by the rank count and copies back.
+    /// tensor, all-reduces (sum), divides by the rank count and copies back. With one rank it only
+    /// counts the synchronisation.
     /// </summary>
     public void SynchronizeGradients()
     {
         var world = process_group.world_size;
+        // One rank: the gradients are already the average (and no copies are worth making).
+        if (world == 1) { SyncCount++; return; }
         using var scope = torch.NewDisposeScope();
         using var noGrad = torch.no_grad();
         foreach (var bucket in _buckets)
@@ -188,11 +191,8 @@ public class DistributedDataParallel<TInput, TResult> : nn.Module<TInput, TResul
                 if (g is null) slice.zero_();
                 else slice.copy_(g.reshape(-1));
             }
-            if (world > 1)
-            {
-                process_group.all_reduce_(flat, ReduceOp.SUM);
-                flat.div_(world);
-            }
+            process_group.all_reduce_(flat, ReduceOp.SUM);
+            flat.div_(world);
             AllReduceCount++;
             foreach (var (p, offset, numel) in bucket.Members)
             {
