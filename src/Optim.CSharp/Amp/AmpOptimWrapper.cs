@@ -91,6 +91,7 @@ public class AmpOptimWrapper : OptimWrapper
     /// </summary>
     public override void step()
     {
+        CountStep();
         // A data-parallel model: every rank skips or steps together, and the scales stay equal.
         loss_scaler.FoundInfReducer = DistributedModule is { } distributed ? distributed.any_rank : null;
         if (ClipGrad is not null)
