@@ -81,10 +81,7 @@ public static class NativeLoad
         var torchSharp = typeof(torch).Assembly;
         var original = FindTorchSharpNative(torchSharp);
         if (original is null) return $"no native fix attempted ({LibraryFile} not found beside TorchSharp)";
-        var libstdcxx = MappedLibstdcxx();
-        if (libstdcxx is null) return "no native fix attempted (no libstdc++ found)";
-
-        var prepared = Prepare(original, libstdcxx, CacheRoot());
+        var prepared = Prepare(original, MappedLibstdcxx, CacheRoot());
         if (prepared.Copy is null) return prepared.Description;
 
         LoadTorchBeside(original, torchSharp);
@@ -101,16 +98,22 @@ public static class NativeLoad
     internal sealed record Preparation(string? Copy, string Description);
 
     /// <summary>
-    /// Decides whether <paramref name="original"/> needs the fix against <paramref name="libstdcxx"/>,
-    /// and if so makes sure the patched copy exists under <paramref name="cacheRoot"/> (writing it
-    /// atomically if missing). Does not load anything.
+    /// Decides whether <paramref name="original"/> needs the fix against the libstdc++ that
+    /// <paramref name="findLibstdcxx"/> names (asked only when it matters), and if so makes sure the
+    /// patched copy exists under <paramref name="cacheRoot"/> (writing it atomically if missing).
+    /// Does not load anything.
     /// </summary>
-    internal static Preparation Prepare(string original, string libstdcxx, string cacheRoot)
+    internal static Preparation Prepare(string original, Func<string?> findLibstdcxx, string cacheRoot)
     {
         byte[] image = File.ReadAllBytes(original);
         if (!ElfVersions.IsElf64(image)) return new(null, $"no native fix attempted ({original} is not an ELF64 image)");
         var strong = ElfVersions.Needs(image).Where(n => n.File.StartsWith("libstdc++", StringComparison.Ordinal) && !n.Weak).ToList();
-        if (strong.Count == 0) return new(null, $"no native fix needed ({original} needs no strict libstdc++ version)");
+        // The common case (the build already patched this copy, or a TorchSharp built against an older
+        // libstdc++) is decided without reading libstdc++ at all.
+        if (!strong.Any(n => n.Version == WeakenableVersion))
+            return new(null, $"no native fix needed ({original} does not strictly need {WeakenableVersion})");
+        var libstdcxx = findLibstdcxx();
+        if (libstdcxx is null) return new(null, "no native fix attempted (no libstdc++ found)");
         var provided = ElfVersions.Definitions(File.ReadAllBytes(libstdcxx));
         var missing = strong.Where(n => !provided.Contains(n.Version)).ToList();
         if (missing.Count == 0) return new(null, $"no native fix needed ({libstdcxx} provides every version {original} needs)");
