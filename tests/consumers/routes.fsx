@@ -151,6 +151,7 @@ let projectRefRoute () =
         let line = match lineStarting "projectref:" output with Some l -> l | None -> eprintfn "%s" output; fail "projectref" "no result line"
         if oldLibstdcxx then
             if not (line.Contains "patched copy") then fail "projectref" ("the run-time fix should have loaded a patched copy: " + line)
+            if (lineStarting "Optim: " output).IsNone then fail "projectref" "the run-time fix printed no `Optim: ...` line to standard error"
             // The opt-out really turns it off (and is what makes this route work): TorchSharp then fails to load.
             let code, _ = run project (("OPTIM_SKIP_NATIVE_FIX", "1") :: env) "dotnet" (sprintf "\"%s\" projectref" dll) None
             if code = 0 then fail "projectref" "with OPTIM_SKIP_NATIVE_FIX=1 the consumer still trained: the check proves nothing"
@@ -168,6 +169,32 @@ let scriptsRoute () =
             match lineStarting (name + ":") output with
             | Some line -> line
             | None -> eprintfn "%s" output; fail "scripts" (name + ": no result line"))
+    // The README's `#r` lines for assemblies built from the clone instead of packages.
+    timed "scripts/built-assemblies" (fun () ->
+        mustRun "scripts" root [] "dotnet" "build src/Optim.CSharp -nologo -v q -clp:NoSummary" |> ignore
+        let bin = Path.Combine(root, "src", "Optim.CSharp", "bin", "Debug", "net10.0")
+        let script = Path.Combine(work, "built.fsx")
+        File.WriteAllText(script, String.concat "\n" [
+            "#r \"nuget: TorchSharp, 0.107.0\""
+            "#r \"nuget: libtorch-cpu-linux-x64, 2.10.0\""
+            "#r \"nuget: Microsoft.Extensions.Logging.Abstractions, 10.0.0\""
+            sprintf "#r \"%s/Optim.Core.dll\"" bin
+            sprintf "#r \"%s/Optim.dll\"" bin
+            "open TorchSharp"
+            "torch.manual_seed 0L |> ignore"
+            "let model = torch.nn.Linear(1L, 1L)"
+            "let w = Optim.OptimWrapper(torch.optim.SGD(model.parameters(), 0.1))"
+            "let x, y = torch.ones(8L, 1L), torch.full(8L, 1L, 3.0f)"
+            "let loss () = torch.nn.functional.mse_loss(model.forward x, y)"
+            "let first = loss().item<float32>()"
+            "for _ in 1 .. 10 do w.update_params(loss ())"
+            "let last = loss().item<float32>()"
+            "if not (last < first) then failwith \"loss did not drop\""
+            "printfn \"built.fsx: mse %.4f -> %.4f in 10 steps with %s\" first last typeof<Optim.OptimWrapper>.Assembly.Location" ])
+        let output = mustRun "scripts" work privateEnv "dotnet" (sprintf "fsi \"%s\"" script)
+        match lineStarting "built.fsx:" output with
+        | Some line -> line
+        | None -> eprintfn "%s" output; fail "scripts" "built.fsx: no result line")
     // fsi echoes wrapper values the way the seed prints them.
     timed "scripts/fsi-printing" (fun () ->
         let session =
