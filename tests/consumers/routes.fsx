@@ -1,5 +1,6 @@
 // Every way a user reaches Optim, tried from outside the repository after `dotnet fsi build.fsx pack`:
 //   packages    the packed .nuspec files: dependencies, license, readme, symbols, one version
+//   core        a C# app using the Optim.Core package alone (compiles only if it declares FSharp.Core)
 //   package     a C# console app restoring Optim from the local feed into its own NuGet packages folder
 //   projectref  a C# console app outside the repository with a ProjectReference to src/Optim.CSharp
 //   scripts     examples/scripts/*.fsx under `dotnet fsi` (`#r "nuget: Optim"`), and fsi's printing
@@ -121,6 +122,14 @@ let packagesRoute () =
         sprintf "Optim %s -> %s; Optim.Core -> %s; MIT, readme, symbols"
             version (optimDeps |> List.map fst |> String.concat ", ") (coreDeps |> List.map fst |> String.concat ", "))
 
+let coreRoute () =
+    timed "core" (fun () ->
+        let project = Path.Combine(work, "consumers", "core")
+        let output = mustRun "core" project privateEnv "dotnet" (sprintf "run -c Release -p:OptimVersion=%s" version)
+        match lineStarting "core:" output with
+        | Some line -> line
+        | None -> eprintfn "%s" output; fail "core" "no result line")
+
 let packageRoute () =
     timed "package" (fun () ->
         let project = Path.Combine(work, "consumers", "package")
@@ -222,7 +231,7 @@ let dotnetTestRoute () =
         | m when m.Success && int m.Groups[1].Value > 0 && m.Groups[2].Value = "0" -> sprintf "`dotnet test tests/props` ran the suite: %s" m.Value
         | _ -> eprintfn "%s" output; fail "dotnet-test" "`dotnet test` did not run the suite")
 
-let all = [ "packages", packagesRoute; "package", packageRoute; "projectref", projectRefRoute; "scripts", scriptsRoute; "dotnet-test", dotnetTestRoute ]
+let all = [ "packages", packagesRoute; "core", coreRoute; "package", packageRoute; "projectref", projectRefRoute; "scripts", scriptsRoute; "dotnet-test", dotnetTestRoute ]
 let chosen = match fsi.CommandLineArgs |> Array.toList |> List.tail with [] -> all |> List.map fst | names -> names
 for name in chosen do
     if not (List.exists (fun (n, _) -> n = name) all) then fail name (sprintf "unknown route (known: %s)" (all |> List.map fst |> String.concat ", "))
