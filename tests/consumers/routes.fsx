@@ -175,6 +175,9 @@ let scriptsRoute () =
             if not (text.Contains(sprintf "#r \"nuget: Optim, %s\"" version)) then
                 fail "scripts" (sprintf "%s should reference Optim %s (Directory.Build.props)" name version)
             let output = mustRun "scripts" scripts privateEnv "dotnet" (sprintf "fsi \"%s\"" script)
+            // MSBuild never sees a script: on an old libstdc++ only the run-time fix can have loaded TorchSharp.
+            if oldLibstdcxx && not (output.Contains "Optim: " && output.Contains "patched copy") then
+                eprintfn "%s" output; fail "scripts" (name + ": no `Optim: ... patched copy` line from the run-time fix")
             match lineStarting (name + ":") output with
             | Some line -> line
             | None -> eprintfn "%s" output; fail "scripts" (name + ": no result line"))
