@@ -43,8 +43,11 @@ internal static class CheckedFile
     {
         var header = new byte[HeaderLength];
         var got = ReadFully(stream, header, 0, HeaderLength);
+        if (got == 0) throw error($"empty input: not an Optim {what}");
+        if (got < magic.Length && header.AsSpan(0, got).SequenceEqual(magic.AsSpan(0, got)))
+            throw error($"truncated {what}: {got} bytes, the header alone needs {HeaderLength}");
         if (got < magic.Length || !header.AsSpan(0, magic.Length).SequenceEqual(magic))
-            throw error(got == 0 ? $"empty input: not an Optim {what}" : $"not an Optim {what} (bad magic)");
+            throw error($"not an Optim {what} (bad magic)");
         if (got < HeaderLength) throw error($"truncated {what}: {got} bytes, the header alone needs {HeaderLength}");
         var version = BitConverter.ToInt32(header, 8);
         var length = BitConverter.ToInt64(header, 12);

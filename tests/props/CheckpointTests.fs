@@ -45,6 +45,37 @@ let step (model: torch.nn.Module) (w: OptimWrapper) (schedulers: ParamScheduler 
 
 let tempPath () = Path.Combine(Path.GetTempPath(), sprintf "optim-ckpt-%O.ckpt" (Guid.NewGuid()))
 
+let tempFolder () =
+    let d = Path.Combine(Path.GetTempPath(), sprintf "optim-ckpt-%O" (Guid.NewGuid()))
+    Directory.CreateDirectory d |> ignore
+    d
+
+/// Runs this test assembly as a child `dotnet` process with the given arguments: exit code, stdout, stderr.
+let runChild (args: string list) (timeout: TimeSpan) =
+    let psi = Diagnostics.ProcessStartInfo("dotnet", RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false)
+    psi.ArgumentList.Add(typeof<ResumeMatrix.Case>.Assembly.Location)
+    for a in args do psi.ArgumentList.Add a
+    use p = Diagnostics.Process.Start psi
+    let out = p.StandardOutput.ReadToEndAsync()
+    let err = p.StandardError.ReadToEndAsync()
+    if not (p.WaitForExit(int timeout.TotalMilliseconds)) then
+        p.Kill true
+        failtestf "child process timed out after %O" timeout
+    p.ExitCode, out.Result, err.Result
+
+/// Which part of two checkpoints of a case differs (for a failure message).
+let private differingParts (c: ResumeMatrix.Case) (a: string) (b: string) : string list =
+    let load (path: string) =
+        let (m, w, s) as o = ResumeMatrix.build c 5
+        Checkpoint.Load(path, m, w, s) |> ignore
+        snapshot m w s
+    let (m1, g1, w1, s1, r1), (m2, g2, w2, s2, r2) = load a, load b
+    [ if m1 <> m2 then "model"
+      if g1 <> g2 then "grads"
+      if w1 <> w2 then "wrapper"
+      if s1 <> s2 then "schedulers"
+      if r1 <> r2 then "rng" ]
+
 [<Tests>]
 let tests =
     testList "checkpoint" [
@@ -90,4 +121,36 @@ let tests =
             Expect.stringContains ex.Message "a LinearLR state where the scheduler is a CosineAnnealingLR" "what"
             Expect.equal (snapshot m2 w2 s2) before "nothing changed"
         }
+        test "exact resume in a fresh dotnet process: every optimizer, AMP on/off, accumulation 1-4, save points on/off the boundary" {
+        let folder = tempFolder ()
+        try
+            let plan =
+                [ for c in ResumeMatrix.cases ->
+                    let file name = Path.Combine(folder, c.Id + "." + name)
+                    // Straight through, then interrupted at SaveAt; the same process, the same seeds.
+                    torch.manual_seed ResumeMatrix.runSeed |> ignore
+                    let (ma, wa, sa) as a = ResumeMatrix.build c 1
+                    ResumeMatrix.run c a 0 c.Total
+                    Checkpoint.Save(file "expected", ma, wa, sa)
+                    torch.manual_seed ResumeMatrix.runSeed |> ignore
+                    let (mb, wb, sb) as b = ResumeMatrix.build c 1
+                    ResumeMatrix.run c b 0 c.SaveAt
+                    Checkpoint.Save(file "resume", mb, wb, sb)
+                    c, file "resume", file "out", file "reload", file "expected" ]
+            let planPath = Path.Combine(folder, "plan.tsv")
+            File.WriteAllLines(planPath, [ for (c, resume, out, reload, _) in plan -> String.Join("\t", c.Line, resume, out, reload) ])
+            let code, stdout, stderr = runChild [ "--checkpoint-resume-child"; planPath ] (TimeSpan.FromMinutes 5.0)
+            Expect.equal code 0 (sprintf "child failed: %s %s" stdout stderr)
+            Expect.stringContains stdout (sprintf "resumed %d cases" plan.Length) "the child ran every case"
+            let failures =
+                [ for (c, resume, out, reload, expected) in plan do
+                    if File.ReadAllBytes reload <> File.ReadAllBytes resume then
+                        yield sprintf "%s: loading did not restore everything (%A)" c.Id (differingParts c resume reload)
+                    if File.ReadAllBytes out <> File.ReadAllBytes expected then
+                        yield sprintf "%s: resumed run differs in %A" c.Id (differingParts c expected out) ]
+            Expect.isEmpty failures (sprintf "%d of %d combinations not bit-identical" failures.Length plan.Length)
+            Expect.isGreaterThanOrEqual plan.Length 150 "the matrix is whole"
+        finally
+            Directory.Delete(folder, true)
+    }
     ]

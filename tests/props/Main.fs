@@ -5,8 +5,7 @@ open Expecto.Impl
 
 /// Runs every [<Tests>] in this assembly, sequenced (TorchSharp's RNG and autocast state are
 /// process/thread global), and ends with the line CI reads: `N passed, N failed`.
-[<EntryPoint>]
-let main argv =
+let private runSuite argv =
     let mutable closing = ""
     let printer =
         { defaultConfig.printer with
@@ -28,3 +27,11 @@ let main argv =
     // On a line of its own (Expecto may leave a colour reset code on the current one).
     printfn "\n%s" closing
     code
+
+/// The suite, or one of the checkpoint tests' child processes (the resume matrix, the save loop that gets killed).
+[<EntryPoint>]
+let main argv =
+    match argv with
+    | [| "--checkpoint-resume-child"; plan |] -> Optim.Tests.ResumeMatrix.child plan
+    | [| "--checkpoint-save-loop"; path |] -> Optim.Tests.ResumeMatrix.saveLoop path
+    | _ -> runSuite argv
