@@ -84,7 +84,7 @@ public sealed class OptimStateDict
         var groups = OptimizerGroups.Of(optimizer);
         var type = OptimizerGroups.PyTorchName(optimizer);
         if (optimizer_type.Length > 0 && optimizer_type != type)
-            throw Misfit(At("optimizer_type"), $"state dict is for a {optimizer_type} optimizer, the wrapper holds {type}");
+            throw Misfit(At("optimizer_type"), $"state dict is for {Checkpointing.article(optimizer_type)} optimizer, the wrapper holds {type}");
         if (param_groups.Count != groups.Count)
             throw Misfit(At("param_groups"), $"state dict has {param_groups.Count} param groups, the optimizer has {groups.Count}");
         for (int i = 0; i < groups.Count; i++)
