@@ -204,5 +204,10 @@ let tests =
                 Expect.isTrue (ex.Message.Contains "truncated" || n = 0) ex.Message
             Expect.equal (fingerprint w) before "unchanged"
             File.Delete path
+            // A file of the first format (no checksum, version 1) is refused by its version.
+            let v1 = Array.append (Encoding.ASCII.GetBytes "OPTIMSD\000") (Array.append (BitConverter.GetBytes 1) (Array.zeroCreate 40))
+            use old = new MemoryStream(v1)
+            let ex = throws<StateDictException> (fun () -> OptimStateDict.load old |> ignore) "version 1"
+            Expect.stringContains ex.Message "state dict format version 1 is not supported (this library reads 2)" "names the versions"
         }
     ]
