@@ -28,10 +28,12 @@ let private runSuite argv =
     printfn "\n%s" closing
     code
 
-/// The suite, or one of the checkpoint tests' child processes (the resume matrix, the save loop that gets killed).
+/// The suite, or one of the child processes tests start: the 2-rank tests' worker under mpirun (see
+/// DataParallelScenarios.worker), the checkpoint resume matrix, the save loop that gets killed.
 [<EntryPoint>]
 let main argv =
     match argv with
+    | _ when argv.Length >= 1 && argv.[0] = "--ddp-worker" -> DataParallelScenarios.worker argv.[1..]
     | [| "--checkpoint-resume-child"; plan |] -> Optim.Tests.ResumeMatrix.child plan
     | [| "--checkpoint-save-loop"; path |] -> Optim.Tests.ResumeMatrix.saveLoop path
     | _ -> runSuite argv
