@@ -1,5 +1,8 @@
 using BenchmarkDotNet.Running;
 
+// Data-parallel measurements: a plain harness under mpirun (see DataParallelBench).
+if (args.Length > 0 && args[0] == "--ddp") return Optim.Bench.DataParallelBench.Run(args);
+
 // dotnet run -c Release --project bench -- --filter '*' --job short
 // dotnet run -c Release --project bench -- memory 1000 bfloat16 library     (resident memory over a run; see MemoryRun)
 // Benchmarks run in-process: BenchmarkDotNet's generated out-of-process project does not carry the

@@ -172,6 +172,13 @@ public abstract class ParamScheduler
         _target = optimizer;
         _logger = OptimLogging.CreateLogger(GetType().Name);
         var groups = optimizer.param_groups;
+        // MMEngine meets a missing key as a KeyError inside its constructor; say which key, where, and what is close.
+        // ("momentum" is MMEngine's alias of betas[0] on Adam-like optimizers; the core checks it.)
+        var missingIn = settings.ParamName == "momentum" ? default
+            : groups.Select((g, i) => (g, i)).FirstOrDefault(x => !x.g.ContainsKey(settings.ParamName));
+        if (missingIn.g is not null)
+            throw new KeyNotFoundException(
+                $"param_name: '{settings.ParamName}' is not a key of param group {missingIn.i} (its keys: {string.Join(", ", missingIn.g.Keys)}).{Suggest.didYouMean(settings.ParamName, Microsoft.FSharp.Collections.ListModule.OfSeq(missingIn.g.Keys))}");
         var outcome = ScheduleRaise.Unwrap(Schedules.attach(settings, optimizer.CoreTarget(), ToCore(groups)), stepping: false);
         Apply(outcome, groups);
         _state = outcome.State;
@@ -268,13 +275,30 @@ public abstract class ParamScheduler
     public OrderedDictionary<string, object?> state_dict() =>
         (OrderedDictionary<string, object?>)Py.FromPy(ScheduleState.toPy(_state))!;
 
-    /// <summary>MMEngine's <c>load_state_dict(sd)</c>: the given entries replace the scheduler's (<c>__dict__.update</c>).</summary>
-    /// <exception cref="ArgumentException">An entry has the wrong type.</exception>
+    /// <summary>
+    /// MMEngine's <c>load_state_dict(sd)</c>: the given entries replace the scheduler's (<c>__dict__.update</c>).
+    /// Unlike MMEngine, a state saved from another kind of scheduler (a LinearLR state into a
+    /// CosineAnnealingLR) or for another parameter (<c>momentum</c> into an <c>lr</c> schedule) is refused.
+    /// Nothing changes when it throws.
+    /// </summary>
+    /// <exception cref="ArgumentException">An entry has the wrong type, or the state is another scheduler's.</exception>
     public void load_state_dict(IEnumerable<KeyValuePair<string, object?>> state_dict)
     {
         ArgumentNullException.ThrowIfNull(state_dict);
-        _state = ScheduleRaise.Unwrap(ScheduleState.load(_state, Py.ToPy(state_dict)), stepping: true);
+        _state = CheckState(state_dict, "");
     }
+
+    /// <summary>The state <paramref name="state_dict"/> would give this scheduler (nothing changes), or an exception.</summary>
+    internal Schedules.State CheckState(IEnumerable<KeyValuePair<string, object?>> state_dict, string path)
+    {
+        var loaded = ScheduleRaise.Unwrap(ScheduleState.load(_state, Py.ToPy(state_dict)), stepping: true);
+        var fit = Checkpointing.checkScheduler(path, loaded.Scheduler.TypeName, loaded.Scheduler.ParamName, TypeName, param_name);
+        if (fit.IsError) throw new CheckpointException(fit.ErrorValue.Path, fit.ErrorValue.Message);
+        return loaded;
+    }
+
+    /// <summary>Replaces the state with one returned by <see cref="CheckState"/>.</summary>
+    internal void RestoreState(Schedules.State state) => _state = state;
 
     /// <inheritdoc />
     public override string ToString() => $"{TypeName}(param_name={param_name}, begin={begin}, end={end}, last_step={last_step}, by_epoch={by_epoch})";
@@ -310,6 +334,18 @@ public static class ParamSchedulerHook
     public static void after_train_iter(IEnumerable<ParamScheduler> schedulers)
     {
         foreach (var s in schedulers) if (!s.by_epoch) s.step();
+    }
+
+    /// <summary>
+    /// As <see cref="after_train_iter(IEnumerable{ParamScheduler})"/>; with
+    /// <paramref name="advance_on_skipped_step"/> false (beyond MMEngine, whose default is to advance),
+    /// nothing steps when <paramref name="optim_wrapper"/>'s last step was skipped by <c>skip_nonfinite</c>,
+    /// so a skipped step does not consume a step of the schedule.
+    /// </summary>
+    public static void after_train_iter(IEnumerable<ParamScheduler> schedulers, OptimWrapper? optim_wrapper, bool advance_on_skipped_step = true)
+    {
+        if (!advance_on_skipped_step && optim_wrapper is { LastStepSkipped: true }) return;
+        after_train_iter(schedulers);
     }
 
     /// <summary>After a training epoch: steps every scheduler with <c>by_epoch == true</c>, in order.</summary>
