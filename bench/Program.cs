@@ -4,8 +4,10 @@ using BenchmarkDotNet.Running;
 if (args.Length > 0 && args[0] == "--ddp") return Optim.Bench.DataParallelBench.Run(args);
 
 // dotnet run -c Release --project bench -- --filter '*' --job short
+// dotnet run -c Release --project bench -- memory 1000 bfloat16 library     (resident memory over a run; see MemoryRun)
 // Benchmarks run in-process: BenchmarkDotNet's generated out-of-process project does not carry the
 // libtorch package reference TorchSharp checks for at start-up (it fails with NotSupportedException).
+if (args.Length > 0 && args[0] == "memory") return Optim.Bench.MemoryRun.Run(args[1..]);
 var withInProcess = args.Contains("--inProcess") || args.Contains("-i") ? args : args.Append("--inProcess").ToArray();
 BenchmarkSwitcher.FromAssembly(typeof(Optim.Bench.UnscaleBenchmarks).Assembly).Run(withInProcess);
 return 0;
