@@ -115,7 +115,7 @@ public sealed class Adagrad : TorchSharp.Modules.Adagrad, IAmpScalingOptimizer, 
                 if (b.Params[j].grad is { } grad) One(b.Params[j], grad, b.States[j], o, b.Lr, scaling);
             return;
         }
-        StepSupport.CheckScaling(scaling, b.Device);
+        scaling = StepSupport.OnDevice(scaling, b.Device);
         var n = b.Params.Count;
         IntPtr[] ps = b.ScratchArray(0, n), gs = b.ScratchArray(1, n), sums = b.ScratchArray(2, n), steps = b.ScratchArray(3, n);
         var batch = new StepBatches(n);

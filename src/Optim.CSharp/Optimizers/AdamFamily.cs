@@ -67,7 +67,7 @@ internal sealed class AdamStepper<TState>(bool decoupled, AdamAccess<TState> acc
                 if (b.Params[j].grad is { } grad) One(b.Params[j], grad, b.States[j], h, b.Lr, scaling);
             return;
         }
-        StepSupport.CheckScaling(scaling, b.Device);
+        scaling = StepSupport.OnDevice(scaling, b.Device);
         var n = b.Params.Count;
         IntPtr[] ps = b.ScratchArray(0, n), gs = b.ScratchArray(1, n), ms = b.ScratchArray(2, n),
             vs = b.ScratchArray(3, n), vmax = b.ScratchArray(4, n), steps = b.ScratchArray(5, n);

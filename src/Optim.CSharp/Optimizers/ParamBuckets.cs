@@ -183,18 +183,19 @@ internal static class StepSupport
     /// <summary>Reads a one-element found-inf flag (a device synchronisation): true when it is non-zero.</summary>
     internal static bool Flagged(Tensor? foundInf) => foundInf is not null && foundInf.to_type(ScalarType.Float32).item<float>() != 0f;
 
-    /// <summary>Checks the scaling tensors the fused kernels read: one-element float32 on <paramref name="device"/>.</summary>
-    internal static void CheckScaling(FusedNative.Scaling scaling, Device device)
+    /// <summary>
+    /// The scaling tensors the fused kernels read, checked (one-element float32) and on <paramref name="device"/>
+    /// (moved there when the scale lives on another device, as PyTorch's fused optimizers do per device).
+    /// </summary>
+    internal static FusedNative.Scaling OnDevice(FusedNative.Scaling scaling, Device device)
     {
-        Check(scaling.GradScale, "grad_scale", device);
-        Check(scaling.FoundInf, "found_inf", device);
-        static void Check(Tensor? t, string name, Device device)
+        return scaling.IsNone ? scaling : new(Move(scaling.GradScale, "grad_scale", device), Move(scaling.FoundInf, "found_inf", device));
+        static Tensor? Move(Tensor? t, string name, Device device)
         {
-            if (t is null) return;
+            if (t is null) return null;
             if (t.numel() != 1 || t.dtype != ScalarType.Float32)
                 throw new ArgumentException($"{name} must be a one-element float32 tensor", name);
-            if (t.device_type != device.type || t.device_index != device.index)
-                throw new ArgumentException($"{name} must be on {device}, like the parameters", name);
+            return t.device_type == device.type && t.device_index == device.index ? t : t.to(device);
         }
     }
 

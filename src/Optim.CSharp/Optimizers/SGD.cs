@@ -122,7 +122,7 @@ public sealed class SGD : TorchSharp.Modules.SGD, IAmpScalingOptimizer, IImpleme
                 if (b.Params[j].grad is { } grad) One(b.Params[j], grad, b.States[j], o, b.Lr, scaling);
             return;
         }
-        StepSupport.CheckScaling(scaling, b.Device);
+        scaling = StepSupport.OnDevice(scaling, b.Device);
         var momentum = o.momentum!.Value;
         var n = b.Params.Count;
         // Slots 0-2: parameters stepped before (buffers exist); 3-5: first steps (the kernel fills the buffers).
