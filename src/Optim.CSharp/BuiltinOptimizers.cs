@@ -108,11 +108,15 @@ public static class BuiltinOptimizers
         return optimizer;
     }
 
-    private static bool IsHyper(string name, string key) => HyperParameters(name).Any(h => h.Name == key);
+    private static readonly System.Collections.Concurrent.ConcurrentDictionary<string, HashSet<string>> HyperNames = new();
+
+    private static bool IsHyper(string name, string key) =>
+        HyperNames.GetOrAdd(name, n => HyperParameters(n).Select(h => h.Name).ToHashSet()).Contains(key);
 
     private static Optimizer Build<TGroup, TOptions>(string name, IReadOnlyList<IParamGroup> groups,
         Func<IEnumerable<Parameter>, TOptions, TGroup> group, Func<TOptions> options, Func<IEnumerable<TGroup>, Optimizer> create)
         where TOptions : OptimizerOptions
+        where TGroup : ParamGroup
     {
         var built = new List<TGroup>();
         foreach (var g in groups)
@@ -125,7 +129,11 @@ public static class BuiltinOptimizers
                 if (IsHyper(name, key) && view.ContainsKey(key)) view[key] = g[key];
             built.Add(group(g.Params, o));
         }
-        return create(built);
+        // TorchSharp's constructor adds the groups in O(parameters²); construct it empty and add them in linear time.
+        var optimizer = create(Array.Empty<TGroup>());
+        if (!LinearParamGroups.Supports(optimizer)) return create(built);
+        LinearParamGroups.AddAll(optimizer, built.Cast<ParamGroup>());
+        return optimizer;
     }
 
     private static Optimizer CreateLbfgs(IReadOnlyList<IParamGroup> groups, Func<string, double> d, Dictionary<string, object?> defaults)

@@ -12,9 +12,17 @@ open Optim.Core
 
 /// Python's dict semantics on parsed JSON: a repeated key keeps its first position and its last
 /// value (as `json.loads` builds dicts).
+/// (In O(n log n) for n keys: a config may carry thousands of custom keys.)
 let rec private pythonDicts (v: PyValue) =
     match v with
-    | PyValue.Dict kvs -> PyValue.Dict((([]: (string * PyValue) list), kvs) ||> List.fold (fun acc (k, x) -> PyValue.set k (pythonDicts x) acc))
+    | PyValue.Dict kvs ->
+        let last = (Map.empty, kvs) ||> List.fold (fun m (k, x) -> Map.add k x m)
+        let firsts =
+            ((Set.empty, []), kvs)
+            ||> List.fold (fun (seen: Set<string>, acc) (k, _) -> if seen.Contains k then seen, acc else seen.Add k, k :: acc)
+            |> snd
+            |> List.rev
+        PyValue.Dict(firsts |> List.map (fun k -> k, pythonDicts last.[k]))
     | PyValue.List xs -> PyValue.List(List.map pythonDicts xs)
     | other -> other
 
