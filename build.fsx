@@ -1,7 +1,8 @@
 // Optim's build script: plain F# (FAKE does not restore here).
 //   dotnet fsi build.fsx build     restore and build the solution (the native-load fix runs as part of it)
 //   dotnet fsi build.fsx test      build, then run the Expecto suite in tests/props
-//   dotnet fsi build.fsx bench     run the BenchmarkDotNet suite in bench/ (Release)
+//   dotnet fsi build.fsx bench     run the BenchmarkDotNet suite in bench/ (Release); `bench --smoke` runs the
+//                                  optimizer-step harness once on small tensors; `bench <args>` passes BenchmarkDotNet arguments
 //   dotnet fsi build.fsx pack      pack Optim.Core and Optim into ./artifacts
 open System
 open System.Diagnostics
@@ -34,5 +35,10 @@ match fsi.CommandLineArgs |> Array.toList |> List.tail with
 | [] | [ "build" ] -> build ()
 | "test" :: rest -> test (String.Join(" ", rest))
 | [ "bench" ] -> run "dotnet" "run -c Release --project bench -- --filter *" |> exit
+| [ "bench"; "--smoke" ] ->
+    // The optimizer-step harness once per case on 100 k parameters (BenchmarkDotNet's dry job): it runs, nothing more.
+    Environment.SetEnvironmentVariable("OPTIM_BENCH_SMOKE", "1")
+    run "dotnet" "run -c Release --project bench -- --filter *OptimizerStepBenchmarks* --job dry" |> exit
+| "bench" :: args -> run "dotnet" ("run -c Release --project bench -- " + String.Join(" ", args)) |> exit
 | [ "pack" ] -> run "dotnet" "pack Optim.sln -c Release -o artifacts" |> exit
 | other -> eprintfn "usage: dotnet fsi build.fsx [build|test|bench|pack] (got %A)" other; exit 2
