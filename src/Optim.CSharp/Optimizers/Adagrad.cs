@@ -125,7 +125,7 @@ public sealed class Adagrad : TorchSharp.Modules.Adagrad, IAmpScalingOptimizer, 
             var grad = p.grad;
             if (grad is null) continue;
             var st = b.States[j];
-            if (!StepSupport.FusableGrad(grad, b.Dtype, b.Device) || !StepSupport.FusableGrad(st.sum, b.Dtype, b.Device))
+            if (!StepSupport.FusableGrad(grad, b.Dtype, b.Device) || !b.StateFits(0, j, st.sum))
             {
                 One(p, grad, st, o, b.Lr, scaling);
                 continue;

@@ -80,8 +80,8 @@ internal sealed class AdamStepper<TState>(bool decoupled, AdamAccess<TState> acc
             var st = b.States[j];
             ref var max = ref access.MaxExpAvgSq(st);
             if (h.Amsgrad && max is null) max = torch.zeros_like(p).DetachFromDisposeScope();
-            if (!StepSupport.FusableGrad(grad, b.Dtype, b.Device) || !Fits(access.ExpAvg(st), b) || !Fits(access.ExpAvgSq(st), b)
-                || (h.Amsgrad && !Fits(max!, b)))
+            if (!StepSupport.FusableGrad(grad, b.Dtype, b.Device) || !b.StateFits(0, j, access.ExpAvg(st)) || !b.StateFits(1, j, access.ExpAvgSq(st))
+                || (h.Amsgrad && !b.StateFits(2, j, max!)))
             {
                 One(p, grad, st, h, b.Lr, scaling);
                 continue;
@@ -106,8 +106,6 @@ internal sealed class AdamStepper<TState>(bool decoupled, AdamAccess<TState> acc
             foreach (var m in members) access.Step(b.States[m]) = step;
         });
     }
-
-    private static bool Fits(Tensor state, ParamBuckets<TState>.Bucket b) => StepSupport.FusableGrad(state, b.Dtype, b.Device);
 }
 
 /// <summary>

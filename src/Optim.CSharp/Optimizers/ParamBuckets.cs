@@ -44,6 +44,24 @@ internal sealed class ParamBuckets<TState> where TState : OptimizerState
         /// <summary>Scratch arrays reused by the fused calls (impl pointers).</summary>
         internal IntPtr[][] Scratch = Array.Empty<IntPtr[]>();
 
+        /// <summary>Per state slot, the state tensor objects already checked to fit the kernel (same dtype, device, contiguous).</summary>
+        private Tensor?[][] _fitted = Array.Empty<Tensor?[]>();
+
+        /// <summary>
+        /// Whether state tensor <paramref name="t"/> of parameter <paramref name="j"/> (slot <paramref name="slot"/>)
+        /// can go into a fused call: checked once per tensor object (TorchSharp state tensors are replaced, not
+        /// mutated, when a state dict is loaded), so a steady-state step does no native calls for it.
+        /// </summary>
+        internal bool StateFits(int slot, int j, Tensor t)
+        {
+            if (_fitted.Length <= slot) Array.Resize(ref _fitted, slot + 1);
+            var cache = _fitted[slot] ??= new Tensor?[Params.Count];
+            if (ReferenceEquals(cache[j], t) && !t.IsInvalid) return true;
+            var fits = StepSupport.FusableGrad(t, Dtype, Device);
+            cache[j] = fits ? t : null;
+            return fits;
+        }
+
         internal IntPtr[] ScratchArray(int slot, int length)
         {
             if (Scratch.Length <= slot) Array.Resize(ref Scratch, slot + 1);

@@ -135,7 +135,7 @@ public sealed class SGD : TorchSharp.Modules.SGD, IAmpScalingOptimizer, IImpleme
             var grad = p.grad;
             if (grad is null) continue;
             var st = b.States[j];
-            if (!StepSupport.FusableGrad(grad, b.Dtype, b.Device) || (momentum != 0 && st.momentum_buffer is { } existing && !Fits(existing, b)))
+            if (!StepSupport.FusableGrad(grad, b.Dtype, b.Device) || (momentum != 0 && st.momentum_buffer is { } existing && !b.StateFits(0, j, existing)))
             {
                 One(p, grad, st, o, b.Lr, scaling);
                 continue;
@@ -160,6 +160,4 @@ public sealed class SGD : TorchSharp.Modules.SGD, IAmpScalingOptimizer, IImpleme
         if (first > 0) FusedNative.Sgd(ps1, gs1, bs1, first, wd, momentum, b.Lr, damp, nesterov, maximize, true, scaling);
         GC.KeepAlive(b);
     }
-
-    private static bool Fits(Tensor state, ParamBuckets<State>.Bucket b) => StepSupport.FusableGrad(state, b.Dtype, b.Device);
 }
