@@ -3,7 +3,7 @@
 //   dotnet fsi build.fsx test      build, then run the Expecto suite in tests/props
 //   dotnet fsi build.fsx bench     run the BenchmarkDotNet suite in bench/ (Release); `bench --smoke` runs the
 //                                  optimizer-step harness once on small tensors; `bench <args>` passes BenchmarkDotNet arguments
-//   dotnet fsi build.fsx pack      pack Optim.Core and Optim into ./artifacts
+//   dotnet fsi build.fsx pack      pack Optim.Core and Optim (+ .snupkg symbols) into ./artifacts, the local feed
 open System
 open System.Diagnostics
 
@@ -40,5 +40,8 @@ match fsi.CommandLineArgs |> Array.toList |> List.tail with
     Environment.SetEnvironmentVariable("OPTIM_BENCH_SMOKE", "1")
     run "dotnet" "run -c Release --project bench -- --filter *OptimizerStepBenchmarks* --job dry" |> exit
 | "bench" :: args -> run "dotnet" ("run -c Release --project bench -- " + String.Join(" ", args)) |> exit
-| [ "pack" ] -> run "dotnet" "pack Optim.sln -c Release -o artifacts" |> exit
+| [ "pack" ] ->
+    // The two packages only (the solution's other projects are not packable): Optim.Core, then Optim.
+    for project in [ "src/Optim.Core.fs"; "src/Optim.CSharp" ] do
+        run "dotnet" ("pack " + project + " -c Release -o artifacts -nologo") |> orFail
 | other -> eprintfn "usage: dotnet fsi build.fsx [build|test|bench|pack] (got %A)" other; exit 2

@@ -20,6 +20,25 @@ public interface INoSyncModule
     IDisposable no_sync();
 }
 
+/// <summary>
+/// Implemented by a data-parallel module whose gradients are synchronised across processes after
+/// backward (<see cref="Distributed.DistributedDataParallel"/>). TorchSharp has no autograd hooks
+/// for a reducer, so the synchronisation is an explicit step: <see cref="OptimWrapper"/> remembers
+/// the model given to <see cref="OptimWrapper.optim_context"/> and calls <see cref="finish_backward"/>
+/// right after each backward pass, before clipping and stepping see the gradients.
+/// </summary>
+public interface IDistributedModule
+{
+    /// <summary>
+    /// Completes the backward pass that followed this module's last forward: averages the gradients
+    /// over the ranks unless that forward ran inside <see cref="INoSyncModule.no_sync"/>.
+    /// </summary>
+    void finish_backward();
+
+    /// <summary>Whether <paramref name="flag"/> is true on any rank (every rank gets the same answer).</summary>
+    bool any_rank(bool flag);
+}
+
 /// <summary>The abstract optimizer wrapper (MMEngine's <c>BaseOptimWrapper</c>).</summary>
 public abstract class BaseOptimWrapper
 {
@@ -67,6 +86,7 @@ public class OptimWrapper : BaseOptimWrapper
     private readonly Clipping.Parsed? _clip;
     private PlainParamGroup? _baseParamSettings;
     private readonly ILogger _logger = OptimLogging.CreateLogger(nameof(OptimWrapper));
+    private IDistributedModule? _distributed;
 
     /// <summary>Wraps an optimizer.</summary>
     /// <param name="optimizer">Any TorchSharp optimizer.</param>
@@ -170,8 +190,19 @@ public class OptimWrapper : BaseOptimWrapper
         CountBackward();
     }
 
-    /// <summary>Counts one backward pass (for subclasses that back-propagate differently).</summary>
-    protected void CountBackward() => _counts = Accumulation.afterBackward(_counts);
+    /// <summary>
+    /// Counts one backward pass (for subclasses that back-propagate differently) and, for a
+    /// data-parallel model seen by <see cref="optim_context"/>, completes its gradient
+    /// synchronisation, so clipping and stepping see the ranks' averaged gradients.
+    /// </summary>
+    protected void CountBackward()
+    {
+        _distributed?.finish_backward();
+        _counts = Accumulation.afterBackward(_counts);
+    }
+
+    /// <summary>The data-parallel model last given to <see cref="optim_context"/>, or null.</summary>
+    protected IDistributedModule? DistributedModule => _distributed;
 
     /// <summary>Clips the gradients if configured, then steps the optimizer.</summary>
     /// <remarks>Overrides must count the call exactly once (call base or <see cref="CountStep"/>), so that
@@ -215,10 +246,13 @@ public class OptimWrapper : BaseOptimWrapper
 
     /// <summary>
     /// The scope to run the forward pass in: on iterations that will not update, a
-    /// <see cref="INoSyncModule"/> model skips gradient synchronisation.
+    /// <see cref="INoSyncModule"/> model skips gradient synchronisation. A
+    /// <see cref="IDistributedModule"/> model is remembered, and its gradients are synchronised
+    /// after the next backward.
     /// </summary>
     public virtual IDisposable optim_context(nn.Module model)
     {
+        _distributed = model as IDistributedModule;
         if (!should_sync() && model is INoSyncModule noSync) return noSync.no_sync();
         return EmptyScope.Instance;
     }

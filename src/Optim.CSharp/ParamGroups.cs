@@ -32,6 +32,7 @@ public interface IParamGroup
 }
 
 /// <summary>A plain dict group, such as the wrapper's <c>base_param_settings</c> pseudo group.</summary>
+[Microsoft.FSharp.Core.StructuredFormatDisplay("{Repr}")]
 public sealed class PlainParamGroup : IParamGroup
 {
     private readonly OrderedDictionary<string, object?> _values = new();
@@ -62,6 +63,9 @@ public sealed class PlainParamGroup : IParamGroup
     /// <inheritdoc />
     public bool Remove(string key) => _values.Remove(key);
 
+    /// <summary>Python's <c>repr</c>, which F# Interactive and <c>%A</c> print (see <see cref="ToString"/>).</summary>
+    public string Repr => ToString();
+
     /// <inheritdoc />
     public override string ToString() => Py.Repr(_values);
 }
@@ -71,6 +75,7 @@ public sealed class PlainParamGroup : IParamGroup
 /// TorchSharp option fields directly (so a change reaches the optimizer's next step); extra keys live
 /// beside the group for as long as the group does.
 /// </summary>
+[Microsoft.FSharp.Core.StructuredFormatDisplay("{Repr}")]
 internal sealed class TorchParamGroup : IParamGroup
 {
     private static readonly ConditionalWeakTable<OptimizerOptions, OrderedDictionary<string, object?>> Extras = new();
@@ -190,6 +195,9 @@ internal sealed class TorchParamGroup : IParamGroup
         IList<object?> { Count: 2 } l => (ToDouble(key, l[0]), ToDouble(key, l[1])),
         _ => throw new ArgumentException($"'{key}' expects two numbers, got {Py.Repr(value)}"),
     };
+
+    /// <summary>Python's <c>repr</c>, which F# Interactive and <c>%A</c> print (see <see cref="ToString"/>).</summary>
+    public string Repr => ToString();
 
     public override string ToString() => Py.Repr(Keys.Select(k => new KeyValuePair<string, object?>(k, this[k])));
 }

@@ -7,6 +7,9 @@ open Expecto.Impl
 /// process/thread global), and ends with the line CI reads: `N passed, N failed`.
 [<EntryPoint>]
 let main argv =
+  // Under mpirun, this assembly is the 2-rank tests' worker (see DataParallelScenarios.worker).
+  if argv.Length >= 1 && argv.[0] = "--ddp-worker" then DataParallelScenarios.worker argv.[1..]
+  else
     let mutable closing = ""
     let printer =
         { defaultConfig.printer with

@@ -86,11 +86,14 @@ public class AmpOptimWrapper : OptimWrapper
     /// <summary>
     /// With clipping: <c>loss_scaler.unscale_</c> first, so clipping (and the reported grad norm) sees
     /// real gradients. Then <c>loss_scaler.step</c> (skipped when a gradient is inf/NaN) and
-    /// <c>loss_scaler.update(scale_update_param)</c>.
+    /// <c>loss_scaler.update(scale_update_param)</c>. With a data-parallel model (see
+    /// <see cref="IDistributedModule"/>), inf/NaN on any rank skips the step on every rank.
     /// </summary>
     public override void step()
     {
         CountStep();
+        // A data-parallel model: every rank skips or steps together, and the scales stay equal.
+        loss_scaler.FoundInfReducer = DistributedModule is { } distributed ? distributed.any_rank : null;
         if (ClipGrad is not null)
         {
             loss_scaler.unscale_(optimizer);

@@ -267,13 +267,21 @@ public class GradScaler
         return s;
     }
 
-    /// <summary>Reads (once) whether any device flagged inf/NaN for this optimizer.</summary>
-    private static bool FoundInf(OptimizerState o)
+    /// <summary>
+    /// Combines this process's found-inf flag with the other ranks' of a data-parallel job (true
+    /// when any rank found inf/NaN), so that every rank skips or steps together; null (the default)
+    /// for a single process. Called once per optimizer per step, by every rank.
+    /// </summary>
+    public Func<bool, bool>? FoundInfReducer { get; set; }
+
+    /// <summary>Reads (once) whether any device — and, with <see cref="FoundInfReducer"/>, any rank — flagged inf/NaN for this optimizer.</summary>
+    private bool FoundInf(OptimizerState o)
     {
         if (o.FoundInf is bool known) return known;
         var sum = 0f;
         foreach (var f in o.FoundInfPerDevice) sum += f.item<float>();
-        o.FoundInf = sum != 0f;
+        var local = sum != 0f;
+        o.FoundInf = FoundInfReducer is { } reduce ? reduce(local) : local;
         return o.FoundInf.Value;
     }
 

@@ -74,6 +74,8 @@ public sealed class Adagrad : TorchSharp.Modules.Adagrad, IAmpScalingOptimizer, 
     {
         base.add_param_group(param_group);
         _buckets?.Invalidate();
+        // PyTorch refuses non-floating parameters for fused=True; groups added after construction too.
+        if (fused == true) Implementations.CheckFusedParams("Adagrad", param_group.Parameters);
     }
 
     /// <summary>One Adagrad step (PyTorch's <c>optimizer.step(closure)</c>).</summary>

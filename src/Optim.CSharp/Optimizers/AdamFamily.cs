@@ -204,6 +204,8 @@ public sealed class Adam : TorchSharp.Modules.Adam, IAmpScalingOptimizer, IImple
     {
         base.add_param_group(param_group);
         _stepper?.Buckets.Invalidate();
+        // PyTorch refuses non-floating parameters for fused=True; groups added after construction too.
+        if (fused == true) Implementations.CheckFusedParams("Adam", param_group.Parameters);
     }
 
     /// <summary>One Adam step (PyTorch's <c>optimizer.step(closure)</c>).</summary>
@@ -289,6 +291,8 @@ public sealed class AdamW : TorchSharp.Modules.AdamW, IAmpScalingOptimizer, IImp
     {
         base.add_param_group(param_group);
         _stepper?.Buckets.Invalidate();
+        // PyTorch refuses non-floating parameters for fused=True; groups added after construction too.
+        if (fused == true) Implementations.CheckFusedParams("AdamW", param_group.Parameters);
     }
 
     /// <summary>One AdamW step (PyTorch's <c>optimizer.step(closure)</c>).</summary>

@@ -81,6 +81,8 @@ public sealed class SGD : TorchSharp.Modules.SGD, IAmpScalingOptimizer, IImpleme
     {
         base.add_param_group(param_group);
         _buckets?.Invalidate();
+        // PyTorch refuses non-floating parameters for fused=True; groups added after construction too.
+        if (fused == true) Implementations.CheckFusedParams("SGD", param_group.Parameters);
     }
 
     /// <summary>One SGD step (PyTorch's <c>optimizer.step(closure)</c>).</summary>
