@@ -2,6 +2,8 @@ using BenchmarkDotNet.Running;
 
 // Data-parallel measurements: a plain harness under mpirun (see DataParallelBench).
 if (args.Length > 0 && args[0] == "--ddp") return Optim.Bench.DataParallelBench.Run(args);
+// Optimizer steps timed with thread CPU time, for a quick look while developing (see QuickSteps).
+if (args.Length > 0 && args[0] == "--quick-steps") { Optim.Bench.QuickSteps.Run(args); return 0; }
 
 // dotnet run -c Release --project bench -- --filter '*' --job short
 // dotnet run -c Release --project bench -- memory 1000 bfloat16 library     (resident memory over a run; see MemoryRun)

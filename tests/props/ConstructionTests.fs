@@ -27,20 +27,22 @@ let private optimGroups (ps: Parameter list) : IParamGroup list =
 
 let private lrOf (lr: float option) = match lr with Some v -> System.Nullable v | None -> System.Nullable()
 
-/// TorchSharp's constructor over the same layout (kwargs lr 0.01), per optimizer type.
+/// The class's own constructor (TorchSharp's quadratic add_param_group path) over the same layout (kwargs
+/// lr 0.01), per optimizer type: the registry builds Optim's optimizers (Optim.Torch), so the reference is
+/// the same class built the slow way.
 let private reference (name: string) (ps: Parameter list) : torch.optim.Optimizer =
     let groups = layout ps
     match name with
     | "SGD" ->
-        torch.optim.SGD([ for (m, lr) in groups -> SGD.ParamGroup(m, SGD.Options(LearningRate = lrOf lr)) ], 0.01, momentum = 0.9)
+        new Optim.Torch.SGD([ for (m, lr) in groups -> SGD.ParamGroup(m, SGD.Options(LearningRate = lrOf lr)) ], 0.01, momentum = 0.9)
     | "Adam" ->
-        torch.optim.Adam([ for (m, lr) in groups -> Adam.ParamGroup(m, Adam.Options(LearningRate = lrOf lr)) ], 0.01)
+        new Optim.Torch.Adam([ for (m, lr) in groups -> Adam.ParamGroup(m, Adam.Options(LearningRate = lrOf lr)) ], 0.01)
     | "Adagrad" ->
-        torch.optim.Adagrad([ for (m, lr) in groups -> Adagrad.ParamGroup(m, Adagrad.Options(LearningRate = lrOf lr)) ], 0.01, initial_accumulator_value = 0.3)
+        new Optim.Torch.Adagrad([ for (m, lr) in groups -> Adagrad.ParamGroup(m, Adagrad.Options(LearningRate = lrOf lr)) ], 0.01, initial_accumulator_value = 0.3)
     | "Rprop" ->
-        torch.optim.Rprop([ for (m, lr) in groups -> Rprop.ParamGroup(m, Rprop.Options(LearningRate = lrOf lr)) ], 0.01)
+        new Optim.Torch.Rprop([ for (m, lr) in groups -> Rprop.ParamGroup(m, Rprop.Options(LearningRate = lrOf lr)) ], 0.01)
     | "ASGD" ->
-        torch.optim.ASGD([ for (m, lr) in groups -> ASGD.ParamGroup(m, ASGD.Options(LearningRate = lrOf lr)) :> ParamGroup<ASGD.Options> ], 0.01)
+        new Optim.Torch.ASGD([ for (m, lr) in groups -> ASGD.ParamGroup(m, ASGD.Options(LearningRate = lrOf lr)) ], 0.01)
     | other -> failwithf "no reference for %s" other
 
 let private kwargsFor (name: string) : System.Collections.Generic.IReadOnlyDictionary<string, obj> =
