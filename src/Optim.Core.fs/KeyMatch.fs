@@ -16,7 +16,9 @@ type Matcher =
           /// The state of the longest proper suffix of a state's string that is also a trie state.
           Fail: ImmutableArray<int>
           /// The best rank among keys that are suffixes of a state's string (`NoMatch` if none).
-          Best: ImmutableArray<int> }
+          Best: ImmutableArray<int>
+          /// The rank of the key that ends exactly at a state (`NoMatch` if none).
+          Own: ImmutableArray<int> }
 
 let private noMatch = System.Int32.MaxValue
 
@@ -70,7 +72,8 @@ let create (keys: string list) : Matcher =
     { Keys = ImmutableArray.CreateRange keys
       Edges = (edges |> Map.toSeq |> Seq.map KeyValuePair.Create).ToFrozenDictionary()
       Fail = ImmutableArray.CreateRange(Seq.init count (fun s -> fail.[s]))
-      Best = ImmutableArray.CreateRange(Seq.init count (fun s -> best.[s])) }
+      Best = ImmutableArray.CreateRange(Seq.init count (fun s -> best.[s]))
+      Own = ImmutableArray.CreateRange(Seq.init count own) }
 
 /// The state after reading `c` in `state`.
 let rec private step (m: Matcher) (state: int) (c: char) =
@@ -107,3 +110,19 @@ let findIn (m: Matcher) (prefix: string) (name: string) : string option =
     match rankIn m prefix name with
     | ValueSome rank -> Some m.Keys.[rank]
     | ValueNone -> None
+
+/// The ranks of every key that is an ordinal substring of `text` (each once), in one pass over it:
+/// at each position the keys ending there are the state's own and those down its fail chain, which
+/// is followed only while some key remains on it.
+let occurring (m: Matcher) (text: string) : Set<int> =
+    let rec outputs (state: int) (found: Set<int>) =
+        if m.Best.[state] = noMatch then found
+        else
+            let found = if m.Own.[state] = noMatch then found else Set.add m.Own.[state] found
+            if state = 0 then found else outputs m.Fail.[state] found
+    let rec read (i: int) (state: int) (found: Set<int>) =
+        if i = text.Length then found
+        else
+            let next = step m state text.[i]
+            read (i + 1) next (outputs next found)
+    read 0 0 (outputs 0 Set.empty)
