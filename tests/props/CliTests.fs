@@ -454,6 +454,19 @@ let private commandTests =
             Expect.stringStarts lines.[0] "iter,lr_0,lr_1," "header"
             Expect.isTrue (close (float (lines.[2].Split(',').[1])) (0.05 * (0.1 + 0.9 / 99.0))) "iteration 1: 0.05 * (0.1 + 0.9 / 99)"
         }
+        test "examples/Seed runs every code block of the seed and prints what the seed prints" {
+            let baseDir = DirectoryInfo(AppContext.BaseDirectory.TrimEnd(Path.DirectorySeparatorChar))
+            let dll = Path.Combine(repoRoot, "examples", "Seed", "bin", baseDir.Parent.Name, baseDir.Name, "Seed.dll")
+            let psi = ProcessStartInfo("dotnet", RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false)
+            psi.ArgumentList.Add dll
+            use p = Process.Start psi
+            let out = p.StandardOutput.ReadToEnd()
+            p.WaitForExit()
+            Expect.equal p.ExitCode 0 out
+            Expect.stringContains out "every printed value matches" "no unexplained difference"
+            for section in [ "1.1"; "1.2"; "2.1"; "2.2"; "3.1"; "3.2"; "OptimWrapperDict"; "norm_decay_mult=0"; "custom_keys"; "LayerDecayOptimWrapperConstructor" ] do
+                Expect.stringContains out section section
+        }
     ]
 
 [<Tests>]
