@@ -153,10 +153,13 @@ let render (o: JsonObject) =
     |> Seq.iteri (fun i g ->
         let options = g.["options"].AsObject()
         let prov = g.["provenance"].AsObject()
+        // One entry per rule: `custom_keys["head"]: lr=0.025, weight_decay=0.0005, lr_mult=0.5`.
         let setBy =
-            [ for kv in prov do
-                  let source = kv.Value.GetValue<string>()
-                  if source <> "optimizer" then yield sprintf "%s=%s <- %s" kv.Key (fmt options.[kv.Key]) source ]
+            [ for kv in prov -> kv.Value.GetValue<string>(), kv.Key ]
+            |> List.filter (fun (source, _) -> source <> "optimizer")
+            |> List.groupBy fst
+            |> List.map (fun (source, keys) ->
+                sprintf "%s: %s" source (String.Join(", ", keys |> List.map (fun (_, k) -> sprintf "%s=%s" k (fmt options.[k])))))
         let ps = g.["params"].AsArray() |> Seq.map fmt |> List.ofSeq
         table.AddRow(
             string i, esc (String.Join(", ", ps)), esc (fmt options.["lr"]), esc (fmt options.["weight_decay"]),

@@ -264,7 +264,8 @@ let run (options: Options) (loggerFactory: ILoggerFactory) (reporter: Display.Re
         reporter.Message(sprintf "%s after iteration %d; checkpoint %s. Resume with: optim train --resume %s (and the same --config/--data/--epochs)" how iter path path)
     elif iter < totalIters then
         reporter.Message(sprintf "stopped at --max-iters %d; resume with: optim train --resume %s (and the same --config/--data/--epochs)" stopAt (Path.Combine(options.Out, "last.ckpt")))
-    let acc, vloss = if Double.IsNaN(fst lastVal) then evaluate setup device else lastVal
+    // The last epoch's validation holds only if training stopped at its end.
+    let acc, vloss = if iter % setup.EpochLength = 0 && not (Double.IsNaN(fst lastVal)) then lastVal else evaluate setup device
     let wall = watch.Elapsed.TotalSeconds
     log.LogDebug("training finished after {Iterations} iterations in {Seconds} s", iter - startIter, wall)
     try Metrics.plotFromCsv (Path.Combine(options.Out, "metrics.csv")) (Path.Combine(options.Out, "curves.png")) "optim train: Fashion-MNIST"
