@@ -174,11 +174,24 @@ public class OptimWrapper : BaseOptimWrapper
     protected void CountBackward() => _counts = Accumulation.afterBackward(_counts);
 
     /// <summary>Clips the gradients if configured, then steps the optimizer.</summary>
+    /// <remarks>Overrides must count the call exactly once (call base or <see cref="CountStep"/>), so that
+    /// schedulers can check they are stepped after the optimizer.</remarks>
     public override void step()
     {
+        CountStep();
         if (_clip is not null) _clip_grad();
         optimizer.step();
     }
+
+    /// <summary>
+    /// <c>step()</c> calls since a scheduler was last attached, minus one (-1: none yet): MMEngine's
+    /// <c>optimizer._global_step</c>, which a scheduler reads at its first step to warn when it is
+    /// stepped before the optimizer.
+    /// </summary>
+    internal long StepCalls { get; set; } = -1;
+
+    /// <summary>Counts one <c>step()</c> call (for subclasses that step differently).</summary>
+    protected void CountStep() => StepCalls++;
 
     /// <summary>
     /// Clips the gradients if configured, then steps the optimizer with a closure that re-evaluates the
@@ -186,6 +199,7 @@ public class OptimWrapper : BaseOptimWrapper
     /// </summary>
     public virtual void step(Func<Tensor> closure)
     {
+        CountStep();
         if (_clip is not null) _clip_grad();
         optimizer.step(closure);
     }

@@ -462,6 +462,45 @@ let step (st: State) (metrics: (string * float) list option) (groups: Group list
         | Some _ -> Error(ScheduleError.typeError "_ParamScheduler.step() takes 1 positional argument but 2 were given")
         | None -> stepRegular st (acc groups)
 
+/// What a scheduler can see of its optimizer's `step()` calls. MMEngine wraps `optimizer.step` in a
+/// counter when a scheduler is attached; here the optimizer wrapper counts its own steps.
+type OptimizerSteps =
+    /// The calls cannot be seen (a bare TorchSharp optimizer, whose `step()` nothing can intercept):
+    /// the order is not checked.
+    | Unobserved
+    /// `step()` calls since the last scheduler was attached, minus one (-1: none yet), and whether the
+    /// optimizer's `step()` is overridden by code that may bypass the counter.
+    | Counted of calls: int64 * overridden: bool
+
+/// MMEngine's two warnings about the order of `optimizer.step()` and `scheduler.step()`, verbatim.
+module OrderWarning =
+    /// The optimizer's `step()` no longer reaches the counter (MMEngine: it was replaced after the
+    /// scheduler was built).
+    let overridden =
+        "Seems like `optimizer.step()` has been overridden after parameter value scheduler initialization. "
+        + "Please, make sure to call `optimizer.step()` before `scheduler.step()`. "
+        + "See more details at https://pytorch.org/docs/stable/optim.html#how-to-adjust-learning-rate"
+
+    /// The scheduler is stepped before the optimizer has been (a fresh start or a resume alike).
+    let beforeOptimizer =
+        "Detected call of `scheduler.step()` before `optimizer.step()`. In PyTorch 1.1.0 and later, you "
+        + "should call them in the opposite order: `optimizer.step()` before `scheduler.step()`. "
+        + "Failure to do this will result in PyTorch skipping the first value of the parameter value schedule. "
+        + "See more details at https://pytorch.org/docs/stable/optim.html#how-to-adjust-learning-rate"
+
+/// The warning MMEngine gives when `scheduler.step()` is called with `steps` seen so far, if any.
+/// Only the first call after construction is checked (`_global_step == 0`: the constructor's own step
+/// comes before it); ReduceOnPlateau overrides `step()` without the check. An override of the
+/// optimizer's `step()` that still reaches the counter shows up as counted calls, so it is reported
+/// only while no call has been seen.
+let orderWarning (st: State) (steps: OptimizerSteps) : string option =
+    if needsMetrics st.Scheduler || st.GlobalStep <> 0L then None
+    else
+        match steps with
+        | Counted(calls, overridden) when calls < 0L ->
+            Some(if overridden then OrderWarning.overridden else OrderWarning.beforeOptimizer)
+        | Counted _ | Unobserved -> None
+
 // Momentum schedulers: `momentum` if the optimizer has it, else mirror `betas[0]` into `momentum`.
 let private prepareMomentum (s: Scheduler) (target: Target) (a: Acc) : Result<bool * Acc, ScheduleError> =
     match s.Family with

@@ -90,6 +90,7 @@ public class AmpOptimWrapper : OptimWrapper
     /// </summary>
     public override void step()
     {
+        CountStep();
         if (ClipGrad is not null)
         {
             loss_scaler.unscale_(optimizer);

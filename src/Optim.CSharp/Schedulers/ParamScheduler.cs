@@ -34,6 +34,28 @@ public sealed class SchedulerTarget
     public static SchedulerTarget Of(Optimizer optimizer) =>
         new(null, optimizer ?? throw new ArgumentNullException(nameof(optimizer)));
 
+    /// <summary>
+    /// Schedules whatever <paramref name="optimizer"/> is, when its type is known only at run time (a
+    /// config's <c>default_args</c>, an F# script): an <see cref="OptimWrapper"/> or a TorchSharp optimizer.
+    /// </summary>
+    /// <exception cref="ParamSchedulerException">Anything else (MMEngine's TypeError "``optimizer`` should be an Optimizer,but got str").</exception>
+    public static SchedulerTarget FromObject(object? optimizer) => optimizer switch
+    {
+        OptimWrapper w => Of(w),
+        Optimizer o => Of(o),
+        _ => throw new ParamSchedulerException("TypeError", "``optimizer`` should be an Optimizer,but got " + PythonTypeName(optimizer), ""),
+    };
+
+    private static string PythonTypeName(object? value) => value switch
+    {
+        null => "NoneType",
+        string => "str",
+        bool => "bool",
+        int or long => "int",
+        float or double => "float",
+        _ => value.GetType().Name,
+    };
+
     /// <summary>A wrapper as a scheduler target.</summary>
     public static implicit operator SchedulerTarget(OptimWrapper wrapper) => Of(wrapper);
 
@@ -44,6 +66,25 @@ public sealed class SchedulerTarget
     public object Inner => (object?)_wrapper ?? _optimizer!;
 
     private Optimizer RawOptimizer => _wrapper?.optimizer ?? _optimizer!;
+
+    /// <summary>Forgets the optimizer steps seen so far (a scheduler is being attached).</summary>
+    internal void ResetStepCount()
+    {
+        if (_wrapper is not null) _wrapper.StepCalls = -1;
+    }
+
+    /// <summary>
+    /// The optimizer steps a scheduler can see: a wrapper counts its <c>step()</c> calls; a bare
+    /// TorchSharp optimizer's cannot be intercepted. A wrapper whose <c>step()</c> is overridden outside
+    /// this library may bypass the count.
+    /// </summary>
+    internal Schedules.OptimizerSteps ObservedSteps()
+    {
+        if (_wrapper is null) return Schedules.OptimizerSteps.Unobserved;
+        var declaring = _wrapper.GetType().GetMethod(nameof(OptimWrapper.step), Type.EmptyTypes)?.DeclaringType;
+        var overridden = declaring is not null && declaring.Assembly != typeof(OptimWrapper).Assembly;
+        return Schedules.OptimizerSteps.NewCounted(_wrapper.StepCalls, overridden);
+    }
 
     /// <summary>The groups a scheduler writes: the optimizer's, then the wrapper's pseudo group if any.</summary>
     public IReadOnlyList<IParamGroup> param_groups => _wrapper?.param_groups ?? OptimizerGroups.Of(_optimizer!);
@@ -134,6 +175,8 @@ public abstract class ParamScheduler
         var outcome = ScheduleRaise.Unwrap(Schedules.attach(settings, optimizer.CoreTarget(), ToCore(groups)), stepping: false);
         Apply(outcome, groups);
         _state = outcome.State;
+        // MMEngine counts the optimizer's steps from here (ReduceOnPlateau does not count them).
+        if (!Schedules.needsMetrics(settings)) optimizer.ResetStepCount();
     }
 
     /// <summary>A keyword argument left out, so that MMEngine's default applies.</summary>
@@ -190,7 +233,13 @@ public abstract class ParamScheduler
     /// <summary>Every group's value after the last step (the pseudo group last).</summary>
     public IReadOnlyList<double> get_last_value() => _state.LastValue.ToList();
 
-    /// <summary>Advances one step (after an iteration, or an epoch for <see cref="by_epoch"/> schedulers).</summary>
+    /// <summary>
+    /// Advances one step (after an iteration, or an epoch for <see cref="by_epoch"/> schedulers). Call it
+    /// after the optimizer's step: on a wrapper, the first call after construction logs MMEngine's
+    /// warning when the wrapper has not stepped since (or when its <c>step()</c> is overridden so that
+    /// its calls cannot be counted). A bare TorchSharp optimizer's steps cannot be seen, so the order is
+    /// not checked there.
+    /// </summary>
     /// <exception cref="InvalidOperationException">OneCycle stepped past its total steps (MMEngine's ValueError).</exception>
     /// <exception cref="DivideByZeroException">MMEngine's arithmetic divides by zero here (e.g. LinearLR with start_factor 0).</exception>
     public void step() => Step(null);
@@ -204,6 +253,8 @@ public abstract class ParamScheduler
 
     private void Step(IReadOnlyDictionary<string, double>? metrics)
     {
+        var warning = Schedules.orderWarning(_state, _target.ObservedSteps());
+        if (warning is not null) _logger.LogWarning("{Message}", warning.Value);
         var groups = _target.param_groups;
         var coreMetrics = metrics is null
             ? FSharpOption<FSharpList<Tuple<string, double>>>.None
