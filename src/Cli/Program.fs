@@ -118,8 +118,13 @@ let private loggerFactory (level: Level) : ILoggerFactory =
         | Level.Warning -> LogLevel.Warning
         | Level.Error -> LogLevel.Error
         | Level.None -> LogLevel.None
+    // Schedulers warn when stepped before the optimizer has stepped (PyTorch's order warning). The
+    // CLI steps them as MMEngine's hook does, so with accumulation the first iterations always
+    // "precede" a step, and `schedule` steps no optimizer at all: their warnings are noise here.
+    let schedulers = set Registries.PARAM_SCHEDULERS.names
     LoggerFactory.Create(fun b ->
         b.SetMinimumLevel(min)
+            .AddFilter(fun (category: string) (level: LogLevel) -> level >= min && (level > LogLevel.Warning || not (schedulers.Contains category)))
             .AddSimpleConsole(fun o -> o.SingleLine <- true)
             // Logs go to stderr: stdout carries the command's output (JSON, CSV, the progress display).
             .AddConsole(fun o -> o.LogToStandardErrorThreshold <- LogLevel.Trace)

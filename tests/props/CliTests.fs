@@ -272,8 +272,10 @@ let private commandTests =
         }
         test "train --max-iters: metrics.csv per iteration against the schedule computed here, summary.json, curves.png" {
             let out = tempDir "train"
-            let code, stdout, err = run [ "train"; "--embedded"; "--threads"; "1"; "--train-limit"; "640"; "--epochs"; "2"; "--max-iters"; "6"; "--out"; out ]
+            let code, stdout, err = run [ "train"; "--embedded"; "--threads"; "1"; "--train-limit"; "640"; "--epochs"; "2"; "--max-iters"; "6"; "--out"; out; "--log-level"; "information" ]
             expectExit 0 (code, stdout, err) "train"
+            Expect.stringContains err "paramwise_options -- head.weight:lr=0.025" "--log-level information shows MMEngine's paramwise lines on stderr"
+            Expect.isFalse (stdout.Contains "paramwise_options") "logs stay off stdout"
             Expect.stringContains stdout "stopped at --max-iters 6" "says it stopped"
             Expect.stringContains stdout "Resume with: optim train --resume" "says how to resume"
             let rows = csvRows (Path.Combine(out, "metrics.csv"))
@@ -436,6 +438,7 @@ let private commandTests =
             let png = Path.Combine(tempDir "sched", "schedule.png")
             let code, out, err = run [ "schedule"; "--config"; config "fashion_mnist.json"; "--iters"; "360"; "--epoch-length"; "120"; "--format"; "json"; "--plot"; png ]
             expectExit 0 (code, out, err) "schedule"
+            Expect.isFalse (err.Contains "before `optimizer.step()`") "no order warning: schedule steps no optimizer on purpose"
             let points = (json out).["per_iter"].AsArray() |> List.ofSeq
             Expect.equal points.Length 360 "one entry per iteration"
             for t, p in List.indexed points do
@@ -453,6 +456,18 @@ let private commandTests =
             Expect.equal lines.Length 6 "header + 5"
             Expect.stringStarts lines.[0] "iter,lr_0,lr_1," "header"
             Expect.isTrue (close (float (lines.[2].Split(',').[1])) (0.05 * (0.1 + 0.9 / 99.0))) "iteration 1: 0.05 * (0.1 + 0.9 / 99)"
+        }
+        test "the README's inspect and schedule examples are what the commands print" {
+            let readme = File.ReadAllText(Path.Combine(repoRoot, "README.md"))
+            for command in [ "inspect --config configs/fashion_mnist.json"; "schedule --config configs/fashion_mnist.json --iters 1120 --every 140" ] do
+                let marker = "$ dotnet run --project src/Cli -- " + command + "\n"
+                let start = readme.IndexOf marker
+                Expect.isGreaterThan start 0 (sprintf "README shows `%s`" command)
+                let body = readme.Substring(start + marker.Length)
+                let shown = body.Substring(0, body.IndexOf "```").TrimEnd()
+                let code, out, err = run (List.ofArray (command.Split ' '))
+                expectExit 0 (code, out, err) command
+                Expect.equal (out.TrimEnd()) shown command
         }
         test "examples/Seed runs every code block of the seed and prints what the seed prints" {
             let baseDir = DirectoryInfo(AppContext.BaseDirectory.TrimEnd(Path.DirectorySeparatorChar))
