@@ -49,9 +49,14 @@ let private paramwiseKeys =
 let private customKeySource (key: string) = "custom_keys[" + Optim.Core.ConfigError.quote key + "]"
 
 /// Warnings for what MMEngine ignores silently: custom keys that set nothing on any parameter, and
-/// paramwise_cfg keys it does not read. Computed from the inspection result (`provenance`).
+/// paramwise_cfg keys it does not read. The library's own (`warnings` in its inspection, once the
+/// core reports them) when present; otherwise computed from the inspection's `provenance`.
 let warnings (optimWrapper: JsonNode) (result: JsonObject) : string list =
-    match optimWrapper.["paramwise_cfg"] with
+    match result.["warnings"], optimWrapper.["paramwise_cfg"] with
+    | :? JsonArray as fromLibrary, _ ->
+        [ for w in fromLibrary -> sprintf "%s: %s" (w.["path"].GetValue<string>()) (w.["message"].GetValue<string>()) ]
+    | _, paramwise ->
+    match paramwise with
     | :? JsonObject as pw ->
         let used =
             match result.["param_groups"] with
