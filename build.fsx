@@ -2,7 +2,7 @@
 //   dotnet fsi build.fsx build     restore and build the solution (the native-load fix runs as part of it)
 //   dotnet fsi build.fsx test      build, then run the Expecto suite in tests/props
 //   dotnet fsi build.fsx bench     run the BenchmarkDotNet suite in bench/ (Release)
-//   dotnet fsi build.fsx pack      pack Optim.Core and Optim into ./artifacts
+//   dotnet fsi build.fsx pack      pack Optim.Core and Optim (+ .snupkg symbols) into ./artifacts, the local feed
 open System
 open System.Diagnostics
 
@@ -34,5 +34,8 @@ match fsi.CommandLineArgs |> Array.toList |> List.tail with
 | [] | [ "build" ] -> build ()
 | "test" :: rest -> test (String.Join(" ", rest))
 | [ "bench" ] -> run "dotnet" "run -c Release --project bench -- --filter *" |> exit
-| [ "pack" ] -> run "dotnet" "pack Optim.sln -c Release -o artifacts" |> exit
+| [ "pack" ] ->
+    // The two packages only (the solution's other projects are not packable): Optim.Core, then Optim.
+    for project in [ "src/Optim.Core.fs"; "src/Optim.CSharp" ] do
+        run "dotnet" ("pack " + project + " -c Release -o artifacts -nologo") |> orFail
 | other -> eprintfn "usage: dotnet fsi build.fsx [build|test|bench|pack] (got %A)" other; exit 2

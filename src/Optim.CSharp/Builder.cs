@@ -49,19 +49,40 @@ public static class Builder
     /// <summary>Builds the optimizer wrapper the config describes for <paramref name="model"/>.</summary>
     /// <exception cref="OptimConfigException">The config is invalid: every problem is listed; nothing was built.</exception>
     /// <exception cref="InvalidCastException">A custom constructor returned something that is not an <see cref="OptimWrapper"/> (use <see cref="build_optim_wrapper{T}(torch.nn.Module, string)"/>).</exception>
-    public static OptimWrapper build_optim_wrapper(torch.nn.Module model, string cfg) => build_optim_wrapper<OptimWrapper>(model, ParseConfig(cfg));
+    public static OptimWrapper build_optim_wrapper(torch.nn.Module model, string cfg) => build_optim_wrapper<OptimWrapper>(model, ParseForBuild(model, ParseRaw(cfg)));
 
     /// <inheritdoc cref="build_optim_wrapper(torch.nn.Module, string)"/>
-    public static OptimWrapper build_optim_wrapper(torch.nn.Module model, JsonNode cfg) => build_optim_wrapper<OptimWrapper>(model, ParseConfig(cfg));
+    public static OptimWrapper build_optim_wrapper(torch.nn.Module model, JsonNode cfg) => build_optim_wrapper<OptimWrapper>(model, ParseForBuild(model, ConfigInput.FromJsonNode(cfg)));
 
     /// <inheritdoc cref="build_optim_wrapper(torch.nn.Module, string)"/>
-    public static OptimWrapper build_optim_wrapper(torch.nn.Module model, IReadOnlyDictionary<string, object?> cfg) => build_optim_wrapper<OptimWrapper>(model, ParseConfig(cfg));
+    public static OptimWrapper build_optim_wrapper(torch.nn.Module model, IReadOnlyDictionary<string, object?> cfg) =>
+        build_optim_wrapper<OptimWrapper>(model, ParseForBuild(model, ConfigInput.FromDictionary(cfg ?? throw new ArgumentNullException(nameof(cfg)))));
 
     /// <inheritdoc cref="build_optim_wrapper(torch.nn.Module, string)"/>
     public static OptimWrapper build_optim_wrapper(torch.nn.Module model, Config.OptimWrapperConfig cfg) => build_optim_wrapper<OptimWrapper>(model, cfg);
 
     /// <summary>As <see cref="build_optim_wrapper(torch.nn.Module, string)"/>, for constructors that return something else (a bare optimizer, ...).</summary>
-    public static T build_optim_wrapper<T>(torch.nn.Module model, string cfg) => build_optim_wrapper<T>(model, ParseConfig(cfg));
+    public static T build_optim_wrapper<T>(torch.nn.Module model, string cfg) => build_optim_wrapper<T>(model, ParseForBuild(model, ParseRaw(cfg)));
+
+    private static PyValue ParseRaw(string json)
+    {
+        ArgumentNullException.ThrowIfNull(json);
+        var r = Config.parseJson(json);
+        return r.IsOk ? r.ResultValue : throw new OptimConfigException(new[] { r.ErrorValue });
+    }
+
+    /// <summary>Parses; when that fails, also checks what remains, so that every problem is in one exception.</summary>
+    private static Config.OptimWrapperConfig ParseForBuild(torch.nn.Module model, PyValue raw)
+    {
+        var r = Config.parseKeepingRest(raw);
+        if (r.IsOk) return r.ResultValue;
+        var (errors, rest) = r.ErrorValue.ToValueTuple();
+        var all = errors.ToList();
+        if (rest is not null && model is not null)
+            foreach (var e in Validate(rest.Value, model))
+                if (!all.Any(x => x.Path == e.Path || e.Path.StartsWith(x.Path + ".") || e.Path.StartsWith(x.Path + "["))) all.Add(e);
+        throw new OptimConfigException(all);
+    }
 
     /// <summary>
     /// SPEC §7.1: pick the constructor (default <c>DefaultOptimWrapperConstructor</c>), create it from the
@@ -72,7 +93,7 @@ public static class Builder
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(cfg);
-        var errors = Validate(cfg);
+        var errors = Validate(cfg, model);
         if (errors.Count > 0) throw new OptimConfigException(errors);
         var constructor = Registries.OPTIM_WRAPPER_CONSTRUCTORS.get(cfg.Constructor)(cfg);
         var built = constructor.Invoke(model);
@@ -82,42 +103,84 @@ public static class Builder
 
     /// <summary>
     /// Every problem with a parsed config that can be known before building: the constructor name, and
-    /// for the default constructor its own checks, the optimizer and wrapper names, and the keyword
-    /// arguments a built-in optimizer does not take.
+    /// for the default constructor its own checks, the optimizer and wrapper names (with "did you
+    /// mean"), the keyword arguments a built-in optimizer or wrapper does not take, and the values
+    /// PyTorch would reject or that cannot be represented (checked against float32, the parameters'
+    /// usual dtype; <see cref="Validate(Config.OptimWrapperConfig, torch.nn.Module)"/> uses the model's).
     /// </summary>
-    public static List<ConfigError> Validate(Config.OptimWrapperConfig cfg)
+    public static List<ConfigError> Validate(Config.OptimWrapperConfig cfg) => Check(cfg, OptimizerRules.float32Limit).Errors.ToList();
+
+    /// <summary>
+    /// <see cref="Validate(Config.OptimWrapperConfig)"/> with the value limits of <paramref name="model"/>'s
+    /// parameters (float64 parameters accept numbers beyond float32's range).
+    /// </summary>
+    public static List<ConfigError> Validate(Config.OptimWrapperConfig cfg, torch.nn.Module model) =>
+        Check(cfg, LimitOf(model)).Errors.ToList();
+
+    /// <summary>Config that is accepted but does nothing (unknown paramwise_cfg keys, unknown keys in custom_keys entries), each with its path.</summary>
+    public static List<ConfigLint.ConfigWarning> Warnings(Config.OptimWrapperConfig cfg) => Check(cfg, OptimizerRules.float32Limit).Warnings.ToList();
+
+    /// <summary>The largest magnitude every parameter of <paramref name="model"/> can hold.</summary>
+    internal static double LimitOf(torch.nn.Module model)
+    {
+        var ps = ModuleFacts.Unwrap(model).parameters().ToList();
+        return ps.Count > 0 && ps.All(p => p.dtype == torch.ScalarType.Float64) ? OptimizerRules.float64Limit : OptimizerRules.float32Limit;
+    }
+
+    internal static ConfigLint.Lint Check(Config.OptimWrapperConfig cfg, double limit)
     {
         var errors = new List<ConfigError>();
+        var warnings = new List<ConfigLint.ConfigWarning>();
         var constructor = Registries.OPTIM_WRAPPER_CONSTRUCTORS.find(cfg.Constructor);
         if (constructor.IsError) errors.Add(ConfigErrorModule.ofRule("constructor", constructor.ErrorValue));
-        if (constructor.IsError || cfg.Constructor != "DefaultOptimWrapperConstructor") return errors;
+        void CheckWrapper()
+        {
+            var wrapper = Registries.OPTIM_WRAPPERS.find(cfg.Type);
+            if (wrapper.IsError) errors.Add(ConfigErrorModule.ofRule("type", wrapper.ErrorValue));
+            else if (Registries.BuiltinWrapperName(wrapper.ResultValue) is string builtinWrapper)
+                errors.AddRange(Config.checkWrapperArgs(builtinWrapper, cfg.WrapperArgs));
+        }
+        if (constructor.IsError || cfg.Constructor != "DefaultOptimWrapperConstructor")
+        {
+            CheckWrapper();
+            return Lint(errors, warnings);
+        }
         var checkedCfg = Config.defaultConstructorSettings(cfg);
         if (checkedCfg.IsError) errors.AddRange(checkedCfg.ErrorValue);
         var optimizer = cfg.Optimizer?.Value;
+        string? builtin = null;
         if (optimizer?.Type?.Value is string type)
         {
             var factory = Registries.OPTIMIZERS.find(type);
             if (factory.IsError) errors.Add(ConfigErrorModule.ofRule("optimizer.type", factory.ErrorValue));
-            else if (BuiltinOptimizers.NameOf(factory.ResultValue) is string builtin)
+            else if ((builtin = BuiltinOptimizers.NameOf(factory.ResultValue)) is not null)
                 errors.AddRange(Config.checkOptimizerArgs(builtin, optimizer.Args).Select(e => ConfigErrorModule.under("optimizer", e)));
         }
-        var wrapper = Registries.OPTIM_WRAPPERS.find(cfg.Type);
-        if (wrapper.IsError) errors.Add(ConfigErrorModule.ofRule("type", wrapper.ErrorValue));
-        return errors;
+        CheckWrapper();
+        var lint = Config.checkValues(limit, builtin is null ? null : Microsoft.FSharp.Core.FSharpOption<string>.Some(builtin), cfg);
+        foreach (var e in lint.Errors)
+            if (!errors.Any(x => x.Path == e.Path)) errors.Add(e);
+        warnings.AddRange(lint.Warnings);
+        return Lint(errors, warnings);
     }
+
+    private static ConfigLint.Lint Lint(List<ConfigError> errors, List<ConfigLint.ConfigWarning> warnings) =>
+        new(ListModule.OfSeq(errors), ListModule.OfSeq(warnings));
 
     /// <summary>Parses a JSON <c>optim_wrapper</c> config.</summary>
     /// <exception cref="OptimConfigException">Every problem found, with its JSON path.</exception>
     public static Config.OptimWrapperConfig ParseConfig(string json) => Unwrap(Config.parseText(json));
 
     /// <inheritdoc cref="ParseConfig(string)"/>
-    public static Config.OptimWrapperConfig ParseConfig(JsonNode json) =>
-        Unwrap(Config.parse(json is null ? PyValue.None : PyJson.ofElement(JsonSerializer.Deserialize<JsonElement>(json.ToJsonString()))));
+    public static Config.OptimWrapperConfig ParseConfig(JsonNode json) => Unwrap(Config.parse(ConfigInput.FromJsonNode(json)));
 
     /// <summary>Reads a config given as .NET values (nested dictionaries, lists, numbers, strings, bools).</summary>
     /// <exception cref="OptimConfigException">Every problem found, with its path.</exception>
-    public static Config.OptimWrapperConfig ParseConfig(IReadOnlyDictionary<string, object?> cfg) =>
-        Unwrap(Config.parse(PyValue.NewDict(ListModule.OfSeq(cfg.Select(kv => Tuple.Create(kv.Key, Py.ToPy(kv.Value)))))));
+    public static Config.OptimWrapperConfig ParseConfig(IReadOnlyDictionary<string, object?> cfg)
+    {
+        ArgumentNullException.ThrowIfNull(cfg);
+        return Unwrap(Config.parse(ConfigInput.FromDictionary(cfg)));
+    }
 
     private static Config.OptimWrapperConfig Unwrap(Microsoft.FSharp.Core.FSharpResult<Config.OptimWrapperConfig, FSharpList<ConfigError>> r) =>
         r.IsOk ? r.ResultValue : throw new OptimConfigException(r.ErrorValue);

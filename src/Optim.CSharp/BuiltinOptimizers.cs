@@ -56,8 +56,11 @@ public static class BuiltinOptimizers
         var problems = Check(name, kwargs);
         if (problems.Count > 0) throw new OptimConfigException(problems.Select(p => ConfigErrorModule.under("optimizer", p)));
         var ids = ListModule.OfSeq(groups.Select(g => ListModule.OfSeq(g.Params.Select(ModuleFacts.Identity))));
-        if (Paramwise.hasDuplicates(ids)) throw new ArgumentException(Paramwise.duplicateMessage);
+        if (Paramwise.hasDuplicates(ids))
+            throw new OptimConfigException(new[] { ConfigErrorModule.at("paramwise_cfg.bypass_duplicate", ErrorKind.Value,
+                Paramwise.duplicateMessage + " (a parameter shared by two modules; set paramwise_cfg.bypass_duplicate to true to keep its first group)") });
         if (groups.Count == 0 || groups.All(g => g.Params.Count == 0)) throw new ArgumentException("optimizer got an empty parameter list");
+        CheckValues(name, groups, kwargs);
 
         // kwargs over PyTorch's defaults.
         var defaults = new Dictionary<string, object?>();
@@ -94,6 +97,8 @@ public static class BuiltinOptimizers
             "LBFGS" => CreateLbfgs(groups, D, defaults),
             _ => throw new ArgumentException($"{name} is not an optimizer TorchSharp provides", nameof(name)),
         };
+        // The values keep the Python types they were given (TorchSharp stores doubles).
+        OptimizerGroups.RememberDefaults(optimizer, defaults);
         // Extra keys (lr_mult, decay_mult, ...) live beside TorchSharp's options, as in PyTorch's group dicts.
         var views = OptimizerGroups.Of(optimizer);
         for (int i = 0; i < groups.Count && i < views.Count; i++)
@@ -101,6 +106,32 @@ public static class BuiltinOptimizers
                 if (!views[i].ContainsKey(key) || !IsHyper(name, key))
                     views[i][key] = groups[i][key];
         return optimizer;
+    }
+
+    /// <summary>
+    /// PyTorch's range checks, finiteness and the parameters' dtype range on the keyword arguments and on
+    /// every group's own values, before TorchSharp sees any (TorchSharp fails natively, part way, or from
+    /// a finalizer). Paths: <c>optimizer.key</c>, <c>param_groups[i].key</c>.
+    /// </summary>
+    private static void CheckValues(string name, IReadOnlyList<IParamGroup> groups, IReadOnlyDictionary<string, object?> kwargs)
+    {
+        var all = groups.SelectMany(g => g.Params).ToList();
+        var limit = all.Count > 0 && all.All(p => p.dtype == ScalarType.Float64) ? OptimizerRules.float64Limit : OptimizerRules.float32Limit;
+        var given = Py.ToPyDict(kwargs.Where(kv => kv.Value is not null));
+        var errors = new List<ConfigError>();
+        foreach (var (key, e) in OptimizerRules.check(limit, name, OptimizerRules.effective(name, ListModule.OfArray(new[] { given })), ListModule.OfSeq(given.Select(kv => kv.Item1))).Select(t => (t.Item1, t.Item2)))
+            errors.Add(ConfigErrorModule.ofRule(ConfigErrorModule.key("optimizer", key), e));
+        var seen = new HashSet<string>();
+        for (int i = 0; i < groups.Count; i++)
+        {
+            var own = Py.ToPyDict(groups[i].Keys.Where(k => IsHyper(name, k) && groups[i][k] is not null).Select(k => new KeyValuePair<string, object?>(k, groups[i][k])));
+            if (own.IsEmpty) continue;
+            var layers = ListModule.OfArray(new[] { given, own });
+            foreach (var t in OptimizerRules.check(limit, name, OptimizerRules.effective(name, layers), ListModule.OfSeq(own.Select(kv => kv.Item1))))
+                if (seen.Add(t.Item1 + "\0" + t.Item2.Message))
+                    errors.Add(ConfigErrorModule.ofRule(ConfigErrorModule.key(ConfigErrorModule.index("param_groups", i), t.Item1), t.Item2));
+        }
+        if (errors.Count > 0) throw new OptimConfigException(errors);
     }
 
     private static bool IsHyper(string name, string key) => HyperParameters(name).Any(h => h.Name == key);

@@ -43,10 +43,16 @@ internal static class CheckedFile
     {
         var header = new byte[HeaderLength];
         var got = ReadFully(stream, header, 0, HeaderLength);
+        if (got == 0) throw error($"empty input: not an Optim {what}");
+        if (got < magic.Length && header.AsSpan(0, got).SequenceEqual(magic.AsSpan(0, got)))
+            throw error($"truncated {what}: {got} bytes, the header alone needs {HeaderLength}");
         if (got < magic.Length || !header.AsSpan(0, magic.Length).SequenceEqual(magic))
-            throw error(got == 0 ? $"empty input: not an Optim {what}" : $"not an Optim {what} (bad magic)");
+            throw error($"not an Optim {what} (bad magic)");
         if (got < HeaderLength) throw error($"truncated {what}: {got} bytes, the header alone needs {HeaderLength}");
         var version = BitConverter.ToInt32(header, 8);
+        // Before the length and the checksum: a file of another version may lay them out differently.
+        var versionCheck = Optim.Core.Checkpointing.checkVersion(what, supportedVersion, version);
+        if (versionCheck.IsError) throw error(versionCheck.ErrorValue.Message);
         var length = BitConverter.ToInt64(header, 12);
         if (length < 0 || length > Array.MaxLength)
             throw error($"corrupt {what}: payload length {length} (the checksum cannot be checked)");
@@ -63,8 +69,6 @@ internal static class CheckedFile
         hash.AppendData(payload);
         if (!CryptographicOperations.FixedTimeEquals(hash.GetHashAndReset(), storedHash))
             throw error($"corrupt {what}: the SHA-256 checksum does not match its contents (the file was damaged or modified); nothing was loaded");
-        var versionCheck = Optim.Core.Checkpointing.checkVersion(what, supportedVersion, version);
-        if (versionCheck.IsError) throw error(versionCheck.ErrorValue.Message);
         return payload;
     }
 

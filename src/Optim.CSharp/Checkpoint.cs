@@ -292,7 +292,7 @@ public static class Checkpoint
             if (wrapper is OptimWrapperDict dict)
             {
                 if (savedType != nameof(OptimWrapperDict))
-                    throw new CheckpointException("optim_wrapper", $"a {savedType} state where the wrapper is an OptimWrapperDict");
+                    throw new CheckpointException("optim_wrapper", $"{A(savedType)} state where the wrapper is an OptimWrapperDict");
                 var members = (w.TryGetValue("members", out var m) ? m as List<object?> : null) ?? throw Corrupt("optim_wrapper.members", "missing");
                 var names = members.Select((x, i) => (x as OrderedDictionary<string, object?>)?.GetValueOrDefault("name") as string
                     ?? throw Corrupt($"optim_wrapper.members[{i}]", "malformed")).ToList();
@@ -304,7 +304,7 @@ public static class Checkpoint
                     var member = dict[names[i]];
                     var at = "optim_wrapper." + names[i];
                     if (types[i] != member.GetType().Name)
-                        throw new CheckpointException(at, $"a {types[i]} state where the wrapper is a {member.GetType().Name}");
+                        throw new CheckpointException(at, $"{A(types[i])} state where the wrapper is {A(member.GetType().Name)}");
                     var sd = OptimStateDict.FromBytes(Section("optim/" + names[i]), at);
                     member.ValidateState(sd, at);
                     _dict[names[i]] = sd;
@@ -313,7 +313,7 @@ public static class Checkpoint
             else
             {
                 if (savedType != wrapper.GetType().Name)
-                    throw new CheckpointException("optim_wrapper", $"a {savedType} state where the wrapper is a{(wrapper.GetType().Name.StartsWith('A') ? "n" : "")} {wrapper.GetType().Name}");
+                    throw new CheckpointException("optim_wrapper", $"{A(savedType)} state where the wrapper is {A(wrapper.GetType().Name)}");
                 _single = OptimStateDict.FromBytes(Section("optim"), "optim_wrapper");
                 wrapper.ValidateState(_single, "optim_wrapper");
             }
@@ -379,6 +379,8 @@ public static class Checkpoint
             foreach (var (_, g) in _grads) g?.Dispose();
             _rng?.Dispose();
         }
+
+        private static string A(string name) => Checkpointing.article(name);
 
         private static string Key(string parent, string name) => ConfigErrorModule.key(parent, name);
 

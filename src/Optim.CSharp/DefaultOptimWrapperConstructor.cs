@@ -79,10 +79,27 @@ public class DefaultOptimWrapperConstructor : IOptimWrapperConstructor
     /// <exception cref="ArgumentException">The optimizer rejects the groups (e.g. a parameter in two groups).</exception>
     public virtual object Invoke(torch.nn.Module model)
     {
-        var (optimizer, _) = BuildOptimizer(model);
         var wrapperFactory = Registries.OPTIM_WRAPPERS.get(optim_wrapper_cfg.Type);
-        return wrapperFactory(optimizer, Builder.ToDict(optim_wrapper_cfg.WrapperArgs));
+        var (optimizer, _) = BuildOptimizer(model);
+        try
+        {
+            return wrapperFactory(optimizer, Builder.ToDict(optim_wrapper_cfg.WrapperArgs));
+        }
+        catch
+        {
+            // Nothing of a failed build outlives it (TorchSharp's optimizer state has native finalizers).
+            (optimizer as IDisposable)?.Dispose();
+            throw;
+        }
     }
+
+    /// <summary>
+    /// Config that was accepted but does nothing, found by the last <see cref="Invoke"/> (unknown
+    /// paramwise_cfg keys, unknown keys in custom_keys entries, custom keys that match no parameter),
+    /// each with its path and a "did you mean" when one is close; each is also logged as a warning.
+    /// With <c>paramwise_cfg.strict</c> they are errors instead.
+    /// </summary>
+    public List<ConfigLint.ConfigWarning> Warnings { get; } = new();
 
     /// <summary>The param groups MMEngine would pass to the optimizer, and the optimizer built from them.</summary>
     internal (Optimizer Optimizer, List<IParamGroup> Groups) BuildOptimizer(torch.nn.Module model)
@@ -98,6 +115,7 @@ public class DefaultOptimWrapperConstructor : IOptimWrapperConstructor
         else
             add_params(groups, model);
         LastGroups = groups;
+        CheckBeforeBuilding(model, BuiltinOptimizers.NameOf(factory));
         return (factory(groups, optimizer_kwargs), groups);
     }
 
@@ -127,6 +145,42 @@ public class DefaultOptimWrapperConstructor : IOptimWrapperConstructor
         foreach (var line in plan.Logs) Log(line);
         // A rule multiplied a missing base value (Python's TypeError): a config problem, kind kept.
         if (result.IsError) throw new OptimConfigException(new[] { ConfigErrorModule.ofRule("", result.ErrorValue.Error) });
+    }
+
+    /// <summary>
+    /// What can only be known with the model, checked before the optimizer sees a value: the values each
+    /// planned group gives a built-in optimizer (PyTorch's range checks, finite, within the parameters'
+    /// dtype), and custom keys that match no parameter (warnings; errors under <c>strict</c>).
+    /// </summary>
+    private void CheckBeforeBuilding(torch.nn.Module model, string? builtin)
+    {
+        Warnings.Clear();
+        var limit = Builder.LimitOf(model);
+        var errors = new List<ConfigError>();
+        if (builtin is not null)
+            errors.AddRange(ConfigLint.planValues(limit, builtin, optimizer_cfg.Args, Planned.Select(p => p.Plan)));
+        // A subclass reads paramwise keys of its own (and may match parameters its own way): lint only the default rules.
+        var lintable = GetType() == typeof(DefaultOptimWrapperConstructor);
+        var lint = lintable
+            ? Config.checkValues(limit, builtin is null ? null : Microsoft.FSharp.Core.FSharpOption<string>.Some(builtin), optim_wrapper_cfg)
+            : ConfigLint.empty;
+        var warnings = lint.Warnings.ToList();
+        if (lintable && !Paramwise.isEmpty(Settings))
+        {
+            var (facts, _) = ModuleFacts.Collect(model, "", false);
+            var unmatched = ConfigLint.unmatchedCustomKeys(Settings, facts);
+            var escalated = ConfigLint.escalate(ConfigLint.isStrict(optim_wrapper_cfg.ParamwiseCfg),
+                new ConfigLint.Lint(ListModule.Empty<ConfigError>(), unmatched));
+            errors.AddRange(escalated.Errors);
+            warnings.AddRange(escalated.Warnings);
+        }
+        errors.AddRange(lint.Errors.Where(e => !errors.Any(x => x.Path == e.Path)));
+        if (errors.Count > 0) throw new OptimConfigException(errors);
+        foreach (var w in warnings)
+        {
+            Warnings.Add(w);
+            _logger.LogWarning("{Path}: {Message}", w.Path, w.Message);
+        }
     }
 
     /// <summary>Logs one line through <see cref="OptimLogging"/> and records it in <see cref="Logs"/>.</summary>

@@ -9,6 +9,7 @@ namespace Optim;
 /// <c>base_lr</c>, <c>gen.momentum</c>, ...) to one value per param group, readable as doubles, and
 /// printed as Python prints the dict (<c>{'lr': [0.01]}</c>, <c>{'momentum': [0]}</c>).
 /// </summary>
+[Microsoft.FSharp.Core.StructuredFormatDisplay("{Repr}")]
 public sealed class HyperParameterValues : IReadOnlyDictionary<string, IReadOnlyList<double>>
 {
     private readonly List<(string Key, List<PyValue> Values)> _entries = new();
@@ -59,6 +60,9 @@ public sealed class HyperParameterValues : IReadOnlyDictionary<string, IReadOnly
         _entries.Select(e => new KeyValuePair<string, IReadOnlyList<double>>(e.Key, ToDoubles(e.Values))).GetEnumerator();
 
     IEnumerator IEnumerable.GetEnumerator() => GetEnumerator();
+
+    /// <summary>Python's <c>repr</c>, which F# Interactive and <c>%A</c> print (see <see cref="ToString"/>).</summary>
+    public string Repr => ToString();
 
     /// <summary>Python's <c>repr</c> of the dict.</summary>
     public override string ToString() =>

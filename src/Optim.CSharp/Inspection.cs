@@ -33,7 +33,7 @@ public static class Inspection
     /// </summary>
     public static JsonObject inspect(torch.nn.Module model, Config.OptimWrapperConfig cfg)
     {
-        var errors = Builder.Validate(cfg);
+        var errors = Builder.Validate(cfg, model);
         if (errors.Count > 0) return ErrorResult(errors, new List<Paramwise.LogLine>());
         IOptimWrapperConstructor constructor;
         try { constructor = Registries.OPTIM_WRAPPER_CONSTRUCTORS.get(cfg.Constructor)(cfg); }
@@ -112,6 +112,7 @@ public static class Inspection
             Tuple.Create("params_not_in_optimizer", PyValue.NewList(ListModule.OfSeq(
                 named.Where(np => !inOptimizer.Contains(ModuleFacts.Identity(np.Param))).Select(np => PyValue.NewStr(np.Name))))),
             Tuple.Create("logs", Logs(logs)),
+            Tuple.Create("warnings", Warnings(constructor is DefaultOptimWrapperConstructor dw ? dw.Warnings : Builder.Warnings(cfg))),
         };
         return Parse(PyValue.NewDict(ListModule.OfSeq(result)));
     }
@@ -146,6 +147,13 @@ public static class Inspection
         {
             Tuple.Create("level", PyValue.NewStr(l.Level.IsWarning ? "WARNING" : "INFO")),
             Tuple.Create("msg", PyValue.NewStr(l.Message)),
+        })))));
+
+    private static PyValue Warnings(IEnumerable<ConfigLint.ConfigWarning> warnings) =>
+        PyValue.NewList(ListModule.OfSeq(warnings.Select(w => PyValue.NewDict(ListModule.OfSeq(new[]
+        {
+            Tuple.Create("path", PyValue.NewStr(w.Path)),
+            Tuple.Create("message", PyValue.NewStr(w.Message)),
         })))));
 
     private static PyValue Values(HyperParameterValues values) =>

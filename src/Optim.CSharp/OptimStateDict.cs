@@ -14,6 +14,7 @@ namespace Optim;
 /// (<c>loss_scaler</c> for AMP). It is a deep copy: training on does not change it.
 /// Save it with <see cref="save(Stream)"/> and read it back with <see cref="load(Stream)"/>.
 /// </summary>
+[Microsoft.FSharp.Core.StructuredFormatDisplay("{Repr}")]
 public sealed class OptimStateDict
 {
     private static readonly byte[] Magic = Encoding.ASCII.GetBytes("OPTIMSD\0");
@@ -84,7 +85,7 @@ public sealed class OptimStateDict
         var groups = OptimizerGroups.Of(optimizer);
         var type = OptimizerGroups.PyTorchName(optimizer);
         if (optimizer_type.Length > 0 && optimizer_type != type)
-            throw Misfit(At("optimizer_type"), $"state dict is for a {optimizer_type} optimizer, the wrapper holds {type}");
+            throw Misfit(At("optimizer_type"), $"state dict is for {Checkpointing.article(optimizer_type)} optimizer, the wrapper holds {type}");
         if (param_groups.Count != groups.Count)
             throw Misfit(At("param_groups"), $"state dict has {param_groups.Count} param groups, the optimizer has {groups.Count}");
         for (int i = 0; i < groups.Count; i++)
@@ -172,6 +173,24 @@ public sealed class OptimStateDict
         using (var writer = new BinaryWriter(ms, Encoding.UTF8, leaveOpen: true)) helper.save_state_dict(writer);
         return ms.ToArray();
     }
+
+    /// <summary>
+    /// Python's repr of the dict MMEngine's <c>state_dict()</c> returns: <c>state</c> (here TorchSharp's
+    /// binary state, shown by size), <c>param_groups</c>, then the extra entries such as <c>loss_scaler</c>.
+    /// </summary>
+    public override string ToString()
+    {
+        var d = new OrderedDictionary<string, object?>
+        {
+            ["state"] = optimizer_state is null ? new OrderedDictionary<string, object?>() : $"<{optimizer_state.Length} bytes>",
+            ["param_groups"] = param_groups,
+        };
+        foreach (var (k, v) in entries) d[k] = v;
+        return Py.Repr(d);
+    }
+
+    /// <summary>Python's <c>repr</c>, which F# Interactive and <c>%A</c> print (see <see cref="ToString"/>).</summary>
+    public string Repr => ToString();
 
     /// <summary>Everything but the optimizer's binary state, as Python-like JSON (for reading and diffing).</summary>
     public string ToJson(bool indented = true) => PyJson.write(indented, Header());

@@ -20,6 +20,25 @@ public interface INoSyncModule
     IDisposable no_sync();
 }
 
+/// <summary>
+/// Implemented by a data-parallel module whose gradients are synchronised across processes after
+/// backward (<see cref="Distributed.DistributedDataParallel"/>). TorchSharp has no autograd hooks
+/// for a reducer, so the synchronisation is an explicit step: <see cref="OptimWrapper"/> remembers
+/// the model given to <see cref="OptimWrapper.optim_context"/> and calls <see cref="finish_backward"/>
+/// right after each backward pass, before clipping and stepping see the gradients.
+/// </summary>
+public interface IDistributedModule
+{
+    /// <summary>
+    /// Completes the backward pass that followed this module's last forward: averages the gradients
+    /// over the ranks unless that forward ran inside <see cref="INoSyncModule.no_sync"/>.
+    /// </summary>
+    void finish_backward();
+
+    /// <summary>Whether <paramref name="flag"/> is true on any rank (every rank gets the same answer).</summary>
+    bool any_rank(bool flag);
+}
+
 /// <summary>The abstract optimizer wrapper (MMEngine's <c>BaseOptimWrapper</c>).</summary>
 public abstract class BaseOptimWrapper
 {
@@ -67,6 +86,10 @@ public class OptimWrapper : BaseOptimWrapper
     private readonly Clipping.Parsed? _clip;
     private PlainParamGroup? _baseParamSettings;
     private readonly ILogger _logger = OptimLogging.CreateLogger(nameof(OptimWrapper));
+    private readonly NonFiniteGuard.Settings _guard = NonFiniteGuard.off;
+    private NonFiniteGuard.Counts _skips = NonFiniteGuard.zero;
+    private Tensor? _lossNonFinite;
+    private IDistributedModule? _distributed;
 
     /// <summary>Wraps an optimizer.</summary>
     /// <param name="optimizer">Any TorchSharp optimizer.</param>
@@ -77,12 +100,21 @@ public class OptimWrapper : BaseOptimWrapper
     /// Unlike MMEngine, the caller's dict is not modified, and unknown keys are rejected here rather
     /// than at the first step.
     /// </param>
-    /// <exception cref="ArgumentException">accumulative_counts below 1, or a malformed clip_grad.</exception>
-    public OptimWrapper(Optimizer optimizer, int accumulative_counts = 1, IDictionary<string, object?>? clip_grad = null)
+    /// <param name="skip_nonfinite">
+    /// Off by default (MMEngine has no such guard). <c>true</c>, or a dict <c>{"max_consecutive": N}</c>:
+    /// before each step one fused check looks for inf/NaN in the gradients and the losses since the last
+    /// step (one device synchronisation); if any is found the step is skipped — parameters and optimizer
+    /// state stay bit-identical — and counted (<see cref="SkippedSteps"/>), logged as a warning, and
+    /// reported to <see cref="message_hub"/> as <c>train/skipped_steps</c>. With <c>max_consecutive</c>,
+    /// the skip after N in a row throws <see cref="NonFiniteTrainingException"/> instead.
+    /// </param>
+    /// <exception cref="ArgumentException">accumulative_counts below 1, a malformed clip_grad or skip_nonfinite.</exception>
+    public OptimWrapper(Optimizer optimizer, int accumulative_counts = 1, IDictionary<string, object?>? clip_grad = null, object? skip_nonfinite = null)
     {
         ArgumentNullException.ThrowIfNull(optimizer);
         _counts = Raise.Unwrap(Accumulation.create(accumulative_counts), nameof(accumulative_counts));
         _optimizer = optimizer;
+        _guard = ParseGuard(skip_nonfinite);
         var parsed = Raise.Unwrap(Clipping.parse(clip_grad is null ? PyValue.None : Py.ToPy(clip_grad)), nameof(clip_grad));
         _clip = FSharpOption<Clipping.Parsed>.get_IsSome(parsed) ? parsed.Value : null;
         message_hub = MessageHub.get_current_instance();
@@ -166,20 +198,52 @@ public class OptimWrapper : BaseOptimWrapper
     /// <summary>Back-propagates and counts the backward pass. Overrides must count exactly once (call base or <see cref="CountBackward"/>).</summary>
     public override void backward(Tensor loss)
     {
+        BeginBackward(loss);
         loss.backward();
         CountBackward();
     }
 
-    /// <summary>Counts one backward pass (for subclasses that back-propagate differently).</summary>
-    protected void CountBackward() => _counts = Accumulation.afterBackward(_counts);
+    /// <summary>
+    /// What every backward does first (overrides call it): drops the gradients a failed step left
+    /// behind (see <see cref="RecoverFromFailedStep"/>), and with <c>skip_nonfinite</c> records whether the loss is finite.
+    /// </summary>
+    protected void BeginBackward(Tensor loss)
+    {
+        if (_discardGradsBeforeBackward)
+        {
+            zero_grad();
+            _discardGradsBeforeBackward = false;
+        }
+        RecordLoss(loss);
+    }
 
-    /// <summary>Clips the gradients if configured, then steps the optimizer.</summary>
+    /// <summary>
+    /// Counts one backward pass (for subclasses that back-propagate differently) and, for a
+    /// data-parallel model seen by <see cref="optim_context"/>, completes its gradient
+    /// synchronisation, so clipping and stepping see the ranks' averaged gradients.
+    /// </summary>
+    protected void CountBackward()
+    {
+        _distributed?.finish_backward();
+        _counts = Accumulation.afterBackward(_counts);
+    }
+
+    /// <summary>The data-parallel model last given to <see cref="optim_context"/>, or null.</summary>
+    protected IDistributedModule? DistributedModule => _distributed;
+
+    /// <summary>
+    /// Clips the gradients if configured, then steps the optimizer. With <c>skip_nonfinite</c>, a step
+    /// whose loss or gradients hold inf/NaN is skipped first (it still counts as a step call). If
+    /// clipping throws (clip_grad's <c>error_if_nonfinite</c>), the next backward clears the gradients
+    /// first, so the next iteration starts clean.
+    /// </summary>
     /// <remarks>Overrides must count the call exactly once (call base or <see cref="CountStep"/>), so that
     /// schedulers can check they are stepped after the optimizer.</remarks>
     public override void step()
     {
         CountStep();
-        if (_clip is not null) _clip_grad();
+        if (_guard.Enabled && !GuardAllowsStep(NonFiniteFlag())) return;
+        if (_clip is not null) ClipOrRecover();
         optimizer.step();
     }
 
@@ -197,11 +261,139 @@ public class OptimWrapper : BaseOptimWrapper
     /// Clips the gradients if configured, then steps the optimizer with a closure that re-evaluates the
     /// loss (PyTorch's <c>step(closure)</c>; LBFGS needs it).
     /// </summary>
+    /// <exception cref="InvalidOperationException"><c>skip_nonfinite</c> is on: it checks the gradients
+    /// before a step, and a closure computes them during it.</exception>
     public virtual void step(Func<Tensor> closure)
     {
+        if (_guard.Enabled)
+            throw new InvalidOperationException("skip_nonfinite cannot guard step(closure): the closure computes the gradients during the step");
         CountStep();
-        if (_clip is not null) _clip_grad();
+        if (_clip is not null) ClipOrRecover();
         optimizer.step(closure);
+    }
+
+    /// <summary>Clips; when clipping throws, leaves the wrapper ready for the next iteration (<see cref="RecoverFromFailedStep"/>) and rethrows.</summary>
+    protected void ClipOrRecover()
+    {
+        try { _clip_grad(); }
+        catch (InvalidOperationException)
+        {
+            RecoverFromFailedStep();
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// After a step failed part way (clipping found a non-finite norm): the gradients stay as they are
+    /// for inspection, and the next <see cref="backward"/> clears them first, so the next iteration does
+    /// not inherit them.
+    /// </summary>
+    protected virtual void RecoverFromFailedStep() => _discardGradsBeforeBackward = true;
+
+    private bool _discardGradsBeforeBackward;
+
+    // ---------------------------------------------------------------------------------------------
+    // The non-finite guard (skip_nonfinite).
+
+    /// <summary>The <c>skip_nonfinite</c> settings (off unless given).</summary>
+    public NonFiniteGuard.Settings skip_nonfinite => _guard;
+
+    /// <summary>Steps skipped by <c>skip_nonfinite</c> so far.</summary>
+    public long SkippedSteps => _skips.Total;
+
+    /// <summary>Steps skipped in a row (0 after a step that ran).</summary>
+    public int ConsecutiveSkippedSteps => _skips.Consecutive;
+
+    /// <summary>Whether the last step was skipped by <c>skip_nonfinite</c> (see <see cref="ParamSchedulerHook.after_train_iter(IEnumerable{ParamScheduler}, OptimWrapper?, bool)"/>).</summary>
+    public bool LastStepSkipped { get; private set; }
+
+    /// <summary>Raised with the total number of skipped steps each time <c>skip_nonfinite</c> skips one.</summary>
+    public event EventHandler<long>? StepSkipped;
+
+    /// <summary>With <c>skip_nonfinite</c>: remembers whether the loss is finite, as a flag on its device (no synchronisation).</summary>
+    protected void RecordLoss(Tensor loss)
+    {
+        if (!_guard.Enabled) return;
+        using var scope = torch.NewDisposeScope();
+        var flag = loss.detach().isfinite().logical_not().any().to(ScalarType.Float32);
+        if (_lossNonFinite is null) _lossNonFinite = flag.MoveToOuterDisposeScope().DetachFromDisposeScope();
+        else _lossNonFinite.add_(flag.to(_lossNonFinite.device));
+    }
+
+    /// <summary>
+    /// The one "is anything non-finite" flag of this step, as a float32 tensor (0 = all finite): the fused
+    /// check of every gradient plus the recorded losses. A data-parallel wrapper overrides
+    /// <see cref="ReduceNonFinite"/> to all-reduce it (sum or max) across ranks so that every rank decides the same.
+    /// </summary>
+    protected virtual Tensor? NonFiniteFlag() => Combine(GradNonFinite.Check(optimizer), TakeLossFlag());
+
+    /// <summary>The loss flag recorded since the last step (ownership passes to the caller), or null.</summary>
+    protected Tensor? TakeLossFlag()
+    {
+        var f = _lossNonFinite;
+        _lossNonFinite = null;
+        return f;
+    }
+
+    /// <summary>Sums two flags into the first one's device (either may be null; both are consumed).</summary>
+    protected static Tensor? Combine(Tensor? a, Tensor? b)
+    {
+        if (a is null) return b;
+        if (b is null) return a;
+        using (b) a.add_(b.to(a.device));
+        return a;
+    }
+
+    /// <summary>
+    /// The seam for distributed training on the device: reduce this rank's non-finite flag tensor across
+    /// ranks before it is read (identity here). Must return a tensor whose value is non-zero when any rank
+    /// saw inf/NaN. With an <see cref="IDistributedModule"/> model, the host-side decision is also agreed
+    /// through its <c>any_rank</c>, so every rank skips or steps together.
+    /// </summary>
+    protected virtual Tensor ReduceNonFinite(Tensor flag) => flag;
+
+    /// <summary>Reads the flag (the one synchronisation), asks the core, and records, logs and reports a skip.</summary>
+    /// <exception cref="NonFiniteTrainingException">More than <c>max_consecutive</c> skips in a row.</exception>
+    protected bool GuardAllowsStep(Tensor? flag)
+    {
+        var nonFinite = false;
+        if (flag is not null)
+        {
+            var reduced = ReduceNonFinite(flag);
+            nonFinite = reduced.item<float>() != 0f;
+            if (!ReferenceEquals(reduced, flag)) reduced.Dispose();
+            flag.Dispose();
+        }
+        // A data-parallel model: every rank decides the same (called by every rank, every guarded step).
+        if (DistributedModule is { } distributed) nonFinite = distributed.any_rank(nonFinite);
+        var (decision, counts) = NonFiniteGuard.decide(_guard, nonFinite, _skips).ToValueTuple();
+        _skips = counts;
+        LastStepSkipped = !decision.IsStep;
+        if (decision.IsStep) return true;
+        _logger.LogWarning("{Message}", NonFiniteGuard.skippedMessage(counts));
+        message_hub.update_scalar("train/skipped_steps", counts.Total);
+        StepSkipped?.Invoke(this, counts.Total);
+        if (decision is NonFiniteGuard.Decision.Fail fail) throw new NonFiniteTrainingException(fail.Item);
+        return false;
+    }
+
+    private static NonFiniteGuard.Settings ParseGuard(object? value) => value switch
+    {
+        null => NonFiniteGuard.off,
+        NonFiniteGuard.Settings s => s,
+        _ => ParseGuardValue(Py.ToPy(value)),
+    };
+
+    private static NonFiniteGuard.Settings ParseGuardValue(PyValue value)
+    {
+        var r = NonFiniteGuard.parse(value);
+        return r.IsOk ? r.ResultValue : throw Raise.From(RuleErrorOf(r.ErrorValue), "skip_nonfinite");
+    }
+
+    private static RuleError RuleErrorOf(Microsoft.FSharp.Collections.FSharpList<Tuple<string, RuleError>> problems)
+    {
+        var (key, e) = problems.Head;
+        return key == "" ? e : new RuleError(e.Kind, $"skip_nonfinite.{key}: {e.Message}");
     }
 
     /// <summary>Clears the gradients: sets them to null (PyTorch 2's default), or zeroes them.</summary>
@@ -215,10 +407,13 @@ public class OptimWrapper : BaseOptimWrapper
 
     /// <summary>
     /// The scope to run the forward pass in: on iterations that will not update, a
-    /// <see cref="INoSyncModule"/> model skips gradient synchronisation.
+    /// <see cref="INoSyncModule"/> model skips gradient synchronisation. A
+    /// <see cref="IDistributedModule"/> model is remembered, and its gradients are synchronised
+    /// after the next backward.
     /// </summary>
     public virtual IDisposable optim_context(nn.Module model)
     {
+        _distributed = model as IDistributedModule;
         if (!should_sync() && model is INoSyncModule noSync) return noSync.no_sync();
         return EmptyScope.Instance;
     }
@@ -349,6 +544,52 @@ public class OptimWrapper : BaseOptimWrapper
     {
         public static readonly EmptyScope Instance = new();
         public void Dispose() { }
+    }
+}
+
+/// <summary>More consecutive non-finite steps than <c>skip_nonfinite.max_consecutive</c> allows: training is diverging.</summary>
+public class NonFiniteTrainingException : InvalidOperationException
+{
+    /// <summary>Creates the exception.</summary>
+    public NonFiniteTrainingException(string message) : base(message) { }
+}
+
+/// <summary>The fused inf/NaN check of an optimizer's gradients (libtorch's AMP kernel with an inverse scale of 1, which leaves every value bit-identical).</summary>
+internal static class GradNonFinite
+{
+    /// <summary>One float32 flag on the first gradient's device (non-zero when any gradient holds inf/NaN), or null when there are no gradients. No synchronisation.</summary>
+    public static Tensor? Check(Optimizer optimizer)
+    {
+        var groups = new Dictionary<(DeviceType, int, ScalarType), List<Tensor>>();
+        var wrappers = new List<Tensor>();
+        try
+        {
+            foreach (var p in optimizer.parameters())
+            {
+                var g = p.grad;
+                if (g is null) continue;
+                wrappers.Add(g);
+                var key = (g.device_type, g.device_index, g.dtype);
+                if (!groups.TryGetValue(key, out var list)) groups[key] = list = new List<Tensor>();
+                list.Add(g);
+            }
+            if (groups.Count == 0) return null;
+            Tensor? total = null;
+            foreach (var ((type, index, _), list) in groups)
+            {
+                var device = new Device(type, index);
+                var found = torch.zeros(Array.Empty<long>(), ScalarType.Float32, device).DetachFromDisposeScope();
+                using (var one = torch.ones(Array.Empty<long>(), ScalarType.Float32, device))
+                    AmpNative.NonFiniteCheckAndUnscale(list, found, one);
+                if (total is null) total = found;
+                else using (found) total.add_(found.to(total.device));
+            }
+            return total;
+        }
+        finally
+        {
+            foreach (var g in wrappers) g.Dispose();   // the wrappers only; the gradients live on
+        }
     }
 }
 

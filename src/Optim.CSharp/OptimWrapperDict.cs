@@ -18,6 +18,7 @@ namespace Optim;
 /// d.get_momentum();  // {"gen.momentum": [0], "disc.momentum": [0]}
 /// </code>
 /// </example>
+[Microsoft.FSharp.Core.StructuredFormatDisplay("{Repr}")]
 public class OptimWrapperDict : OptimWrapper, IReadOnlyDictionary<string, OptimWrapper>
 {
     private readonly OrderedDictionary<string, OptimWrapper> _wrappers = new();
@@ -203,6 +204,9 @@ public class OptimWrapperDict : OptimWrapper, IReadOnlyDictionary<string, OptimW
     public IEnumerator<KeyValuePair<string, OptimWrapper>> GetEnumerator() => _wrappers.GetEnumerator();
 
     IEnumerator IEnumerable.GetEnumerator() => GetEnumerator();
+
+    /// <summary>Python's <c>repr</c>, which F# Interactive and <c>%A</c> print (see <see cref="ToString"/>).</summary>
+    public string Repr => ToString();
 
     /// <summary>MMEngine's repr: <c>name: {name}</c> and the wrapper's repr, per wrapper.</summary>
     public override string ToString() => string.Concat(_wrappers.Select(kv => $"name: {kv.Key}\n{kv.Value}"));

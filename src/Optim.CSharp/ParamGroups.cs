@@ -1,5 +1,6 @@
 using System.Reflection;
 using System.Runtime.CompilerServices;
+using Optim.Core;
 using TorchSharp;
 using TorchSharp.Modules;
 using Optimizers = Optim.Core.Optimizers;
@@ -32,6 +33,7 @@ public interface IParamGroup
 }
 
 /// <summary>A plain dict group, such as the wrapper's <c>base_param_settings</c> pseudo group.</summary>
+[Microsoft.FSharp.Core.StructuredFormatDisplay("{Repr}")]
 public sealed class PlainParamGroup : IParamGroup
 {
     private readonly OrderedDictionary<string, object?> _values = new();
@@ -62,6 +64,9 @@ public sealed class PlainParamGroup : IParamGroup
     /// <inheritdoc />
     public bool Remove(string key) => _values.Remove(key);
 
+    /// <summary>Python's <c>repr</c>, which F# Interactive and <c>%A</c> print (see <see cref="ToString"/>).</summary>
+    public string Repr => ToString();
+
     /// <inheritdoc />
     public override string ToString() => Py.Repr(_values);
 }
@@ -71,9 +76,35 @@ public sealed class PlainParamGroup : IParamGroup
 /// TorchSharp option fields directly (so a change reaches the optimizer's next step); extra keys live
 /// beside the group for as long as the group does.
 /// </summary>
+[Microsoft.FSharp.Core.StructuredFormatDisplay("{Repr}")]
 internal sealed class TorchParamGroup : IParamGroup
 {
     private static readonly ConditionalWeakTable<OptimizerOptions, OrderedDictionary<string, object?>> Extras = new();
+
+    // The Python value last written to each scalar hyper-parameter (TorchSharp keeps every number as a
+    // double): read back with its int/float type while the option still holds that number.
+    private static readonly ConditionalWeakTable<OptimizerOptions, Dictionary<string, PyValue>> Given = new();
+
+    /// <summary>Remembers the Python type of a value written to <paramref name="options"/> under <paramref name="key"/> (numbers only).</summary>
+    internal static void Remember(OptimizerOptions options, string key, object? value)
+    {
+        var py = value switch { long l => PyValue.NewInt(l), int i => PyValue.NewInt(i), double d => PyValue.NewFloat(d), float f => PyValue.NewFloat(f), _ => null };
+        var table = Given.GetValue(options, _ => new Dictionary<string, PyValue>());
+        if (py is null) table.Remove(key); else table[key] = py;
+    }
+
+    /// <summary>The number read from an option, typed as it was given when it still holds that number.</summary>
+    private object? Typed(string key, object? raw)
+    {
+        if (raw is not double d) return raw;
+        foreach (var options in new[] { _options, _fallback })
+        {
+            if (options is null || !Given.TryGetValue(options, out var table) || !table.TryGetValue(key, out var given)) continue;
+            if (given is PyValue.Int i && (double)i.Item == d) return i.Item;
+            if (given is PyValue.Float f && f.Item.Equals(d)) return d;
+        }
+        return Py.FromPy(Optimizers.pythonTyped(_optimizerName, key, PyValue.NewFloat(d)));
+    }
 
     // Pairs PyTorch keeps in one tuple that TorchSharp keeps in two fields.
     private static readonly Dictionary<string, (string First, string Second)> PairFields = new()
@@ -129,14 +160,15 @@ internal sealed class TorchParamGroup : IParamGroup
         {
             if (!_hyperKeys.Contains(key))
                 return ExtraValues.TryGetValue(key, out var extra) ? extra : throw new KeyNotFoundException($"param group has no key '{key}'");
-            if (key == "lr") return _options.LearningRate ?? _fallback?.LearningRate;
+            if (key == "lr") return Typed(key, _options.LearningRate ?? _fallback?.LearningRate);
             if (PairFields.TryGetValue(key, out var pair))
                 return ((double)ReadField(pair.First)!, (double)ReadField(pair.Second)!);
-            return Py.FromPy(Optimizers.pythonTyped(_optimizerName, key, Py.ToPy(ReadField(key))));
+            return Typed(key, ReadField(key));
         }
         set
         {
             if (!_hyperKeys.Contains(key)) { ExtraValues[key] = value; return; }
+            Remember(_options, key, value);
             if (key == "lr") { _options.LearningRate = ToDouble(key, value); return; }
             if (PairFields.TryGetValue(key, out var pair))
             {
@@ -185,6 +217,9 @@ internal sealed class TorchParamGroup : IParamGroup
         IList<object?> { Count: 2 } l => (ToDouble(key, l[0]), ToDouble(key, l[1])),
         _ => throw new ArgumentException($"'{key}' expects two numbers, got {Py.Repr(value)}"),
     };
+
+    /// <summary>Python's <c>repr</c>, which F# Interactive and <c>%A</c> print (see <see cref="ToString"/>).</summary>
+    public string Repr => ToString();
 
     public override string ToString() => Py.Repr(Keys.Select(k => new KeyValuePair<string, object?>(k, this[k])));
 }
@@ -236,6 +271,13 @@ public static class OptimizerGroups
     // TorchSharp keeps the constructor's options in OptimizerHelper._defaults, which it does not expose.
     private static readonly FieldInfo? DefaultsField =
         typeof(OptimizerHelper).GetField("_defaults", BindingFlags.NonPublic | BindingFlags.Instance | BindingFlags.Public);
+
+    /// <summary>Remembers the Python types of the values an optimizer was constructed with (its defaults).</summary>
+    internal static void RememberDefaults(torch.optim.Optimizer optimizer, IEnumerable<KeyValuePair<string, object?>> values)
+    {
+        if (DefaultOptions(optimizer) is not { } options) return;
+        foreach (var kv in values) TorchParamGroup.Remember(options, kv.Key, kv.Value);
+    }
 
     private static OptimizerOptions? DefaultOptions(torch.optim.Optimizer optimizer) =>
         optimizer is OptimizerHelper ? DefaultsField?.GetValue(optimizer) as OptimizerOptions : null;

@@ -142,21 +142,28 @@ public static class Registries
         foreach (var name in Optimizers.names)
             OPTIMIZERS.register_module(name, BuiltinOptimizers.Factory(name));
         TORCH_OPTIMIZERS = Optimizers.names.ToList();
-        OPTIM_WRAPPERS.register_module("OptimWrapper", (optimizer, kwargs) =>
-        {
-            WrapperArgs.Check("OptimWrapper", kwargs, "accumulative_counts", "clip_grad");
-            return new OptimWrapper(optimizer, WrapperArgs.Int(kwargs, "accumulative_counts", 1), WrapperArgs.Dict(kwargs, "clip_grad"));
-        });
-        OPTIM_WRAPPERS.register_module("AmpOptimWrapper", (optimizer, kwargs) =>
-        {
-            WrapperArgs.Check("AmpOptimWrapper", kwargs, "loss_scale", "dtype", "accumulative_counts", "clip_grad", "use_fsdp");
-            if (kwargs.GetValueOrDefault("use_fsdp") is true)
-                throw new ArgumentException("AmpOptimWrapper: use_fsdp=True needs FSDP's ShardedGradScaler, which TorchSharp does not have", "use_fsdp");
-            return new AmpOptimWrapper(optimizer, kwargs.GetValueOrDefault("loss_scale", "dynamic"), kwargs.GetValueOrDefault("dtype"),
-                WrapperArgs.Int(kwargs, "accumulative_counts", 1), WrapperArgs.Dict(kwargs, "clip_grad"));
-        });
+        OPTIM_WRAPPERS.register_module("OptimWrapper", PlainWrapperFactory);
+        OPTIM_WRAPPERS.register_module("AmpOptimWrapper", AmpWrapperFactory);
         OPTIM_WRAPPER_CONSTRUCTORS.register_module("DefaultOptimWrapperConstructor", cfg => new DefaultOptimWrapperConstructor(cfg));
     }
+
+    private static readonly OptimWrapperFactory PlainWrapperFactory = (optimizer, kwargs) =>
+    {
+        WrapperArgs.Check("OptimWrapper", kwargs);
+        return new OptimWrapper(optimizer, WrapperArgs.Int(kwargs, "accumulative_counts", 1), WrapperArgs.Dict(kwargs, "clip_grad"),
+            kwargs.GetValueOrDefault("skip_nonfinite"));
+    };
+
+    private static readonly OptimWrapperFactory AmpWrapperFactory = (optimizer, kwargs) =>
+    {
+        WrapperArgs.Check("AmpOptimWrapper", kwargs);
+        return new AmpOptimWrapper(optimizer, kwargs.GetValueOrDefault("loss_scale", "dynamic"), kwargs.GetValueOrDefault("dtype"),
+            WrapperArgs.Int(kwargs, "accumulative_counts", 1), WrapperArgs.Dict(kwargs, "clip_grad"), kwargs.GetValueOrDefault("skip_nonfinite"));
+    };
+
+    /// <summary>Whether <paramref name="factory"/> is a built-in wrapper factory, and which.</summary>
+    internal static string? BuiltinWrapperName(OptimWrapperFactory factory) =>
+        factory == PlainWrapperFactory ? "OptimWrapper" : factory == AmpWrapperFactory ? "AmpOptimWrapper" : null;
 
     /// <summary>
     /// Registers a constructor type under its class name (or <paramref name="name"/>); the type needs a
@@ -182,13 +189,20 @@ public static class Registries
 /// <summary>Reading wrapper keyword arguments with PyTorch-like errors.</summary>
 public static class WrapperArgs
 {
-    /// <summary>Rejects keys the wrapper does not take (Python's "unexpected keyword argument").</summary>
-    /// <exception cref="ArgumentException">An unknown key.</exception>
+    /// <summary>Rejects keys a built-in wrapper does not take (Python's "unexpected keyword argument", with "did you mean").</summary>
+    /// <exception cref="OptimConfigException">Every unknown key, at its path.</exception>
+    public static void Check(string wrapper, IReadOnlyDictionary<string, object?> kwargs)
+    {
+        var errors = Config.checkWrapperArgs(wrapper, Py.ToPyDict(kwargs));
+        if (!errors.IsEmpty) throw new OptimConfigException(errors);
+    }
+
+    /// <summary>Rejects keys not in <paramref name="accepted"/> (for user wrappers), with "did you mean".</summary>
+    /// <exception cref="OptimConfigException">Every unknown key, at its path.</exception>
     public static void Check(string wrapper, IReadOnlyDictionary<string, object?> kwargs, params string[] accepted)
     {
-        foreach (var key in kwargs.Keys)
-            if (!accepted.Contains(key))
-                throw new ArgumentException($"{wrapper}.__init__() got an unexpected keyword argument '{key}'", key);
+        var errors = Config.unexpectedKeywords(wrapper, ListModule.OfSeq(accepted), Py.ToPyDict(kwargs));
+        if (!errors.IsEmpty) throw new OptimConfigException(errors);
     }
 
     /// <summary>An integer argument, or <paramref name="fallback"/> when absent or null.</summary>

@@ -49,11 +49,15 @@ let checkCount (path: string) (what: string) (saved: int) (live: int) : Result<u
     if saved = live then Ok()
     else Error(ConfigError.at path ErrorKind.Value (sprintf "%d %s saved, %d given" saved what live))
 
+/// "a LinearLR", "an ExponentialLR" (by the first letter; "a OneCycleLR" reads "a one-cycle").
+let article (name: string) =
+    if name.Length > 0 && "AEIOU".Contains name.[0] && not (name.StartsWith "One") then "an " + name else "a " + name
+
 /// A scheduler's saved type and parameter against the live scheduler's: a LinearLR state does not
 /// load into a CosineAnnealingLR, nor a `momentum` schedule into an `lr` one.
 let checkScheduler (path: string) (savedType: string) (savedParam: string) (liveType: string) (liveParam: string) : Result<unit, ConfigError> =
     if savedType <> liveType then
-        Error(ConfigError.at path ErrorKind.Type (sprintf "a %s state where the scheduler is a %s" savedType liveType))
+        Error(ConfigError.at path ErrorKind.Type (sprintf "%s state where the scheduler is %s" (article savedType) (article liveType)))
     elif savedParam <> liveParam then
         Error(ConfigError.at path ErrorKind.Value (sprintf "a schedule of '%s' where the scheduler schedules '%s'" savedParam liveParam))
     else Ok()

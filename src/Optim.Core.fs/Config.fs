@@ -6,6 +6,7 @@ module Optim.Core.Config
 open System
 open System.Text.Json
 open Optim.Core
+open Optim.Core.Validated
 
 // ---------------------------------------------------------------------------------------------
 // JSON → PyValue
@@ -79,36 +80,34 @@ let knownHyperParameters : (string * HyperKind) list =
 
 let private hyperKinds = Map.ofList knownHyperParameters
 
-let private checkHyper (path: string) (kind: HyperKind) (v: PyValue) : ConfigError option =
+let private checkHyper (path: string) (kind: HyperKind) (v: PyValue) : ConfigError list =
     let err expected =
-        Some(ConfigError.at path ErrorKind.Type (sprintf "expected %s, got %s" expected (PyValue.kind v)))
+        [ ConfigError.at path ErrorKind.Type (sprintf "expected %s, got %s" expected (PyValue.kind v)) ]
     match kind, v with
-    | HyperKind.Number, (PyValue.Int _ | PyValue.Float _ | PyValue.None) -> None
+    | HyperKind.Number, (PyValue.Int _ | PyValue.Float _ | PyValue.None) -> []
     | HyperKind.Number, _ -> err "a number"
-    | HyperKind.Flag, PyValue.Bool _ -> None
+    | HyperKind.Flag, PyValue.Bool _ -> []
     | HyperKind.Flag, _ -> err "true or false"
-    | (HyperKind.OptionalFlag), (PyValue.Bool _ | PyValue.None) -> None
+    | (HyperKind.OptionalFlag), (PyValue.Bool _ | PyValue.None) -> []
     | HyperKind.OptionalFlag, _ -> err "true, false or null"
     | HyperKind.Pair, (PyValue.List xs | PyValue.Tuple xs) ->
         if xs.Length <> 2 then
-            Some(ConfigError.at path ErrorKind.Type (sprintf "expected two numbers, got %d" xs.Length))
+            [ ConfigError.at path ErrorKind.Type (sprintf "expected two numbers, got %d" xs.Length) ]
         else
             xs
-            |> List.mapi (fun i x -> i, x)
-            |> List.tryPick (fun (i, x) ->
+            |> List.mapi (fun i x ->
                 match x with
-                | PyValue.Int _ | PyValue.Float _ -> None
+                | PyValue.Int _ | PyValue.Float _ -> []
                 | other ->
-                    Some(
-                        ConfigError.at (ConfigError.index path i) ErrorKind.Type
-                            (sprintf "expected a number, got %s" (PyValue.kind other))
-                    ))
+                    [ ConfigError.at (ConfigError.index path i) ErrorKind.Type
+                          (sprintf "expected a number, got %s" (PyValue.kind other)) ])
+            |> List.concat
     | HyperKind.Pair, _ -> err "two numbers"
-    | HyperKind.Integer, PyValue.Int _ -> None
+    | HyperKind.Integer, PyValue.Int _ -> []
     | HyperKind.Integer, _ -> err "an integer"
-    | HyperKind.OptionalInteger, (PyValue.Int _ | PyValue.None) -> None
+    | HyperKind.OptionalInteger, (PyValue.Int _ | PyValue.None) -> []
     | HyperKind.OptionalInteger, _ -> err "an integer or null"
-    | HyperKind.OptionalString, (PyValue.Str _ | PyValue.None) -> None
+    | HyperKind.OptionalString, (PyValue.Str _ | PyValue.None) -> []
     | HyperKind.OptionalString, _ -> err "a string or null"
 
 // ---------------------------------------------------------------------------------------------
@@ -198,6 +197,8 @@ type OptimWrapperConfig =
       LossScale: LossScale option
       /// `float16`, `bfloat16`, `float32` or `float64`.
       Dtype: string option
+      /// `skip_nonfinite` (beyond MMEngine): skip steps with a non-finite loss or gradient.
+      SkipNonfinite: NonFiniteGuard.Settings
       /// Every other wrapper keyword argument, in the given order (for user wrappers).
       Extra: (string * PyValue) list
       /// Which of the wrapper keys the config spelled out, in their order (`type` excluded).
@@ -213,6 +214,7 @@ type OptimWrapperConfig =
             | "clip_grad" -> Some(k, (this.ClipGrad |> Option.map PyValue.Dict |> Option.defaultValue PyValue.None))
             | "loss_scale" -> this.LossScale |> Option.map (fun l -> k, l.ToPyValue())
             | "dtype" -> Some(k, (this.Dtype |> Option.map PyValue.Str |> Option.defaultValue PyValue.None))
+            | "skip_nonfinite" -> PyValue.tryFind k this.Extra |> Option.map (fun v -> k, v)
             | _ -> PyValue.tryFind k this.Extra |> Option.map (fun v -> k, v))
 
     /// The config as MMEngine's dict (type, optimizer, paramwise_cfg and constructor when given, then
@@ -238,130 +240,148 @@ let ofOptimizer (optimizer: OptimizerConfig) : OptimWrapperConfig =
       ClipGrad = None
       LossScale = None
       Dtype = None
+      SkipNonfinite = NonFiniteGuard.off
       Extra = []
       Given = [] }
 
-/// Checks an `optimizer` dict (path `optimizer`).
+/// Checks an `optimizer` dict (path `optimizer`): every problem at once.
 let parseOptimizer (path: string) (v: PyValue) : Result<OptimizerConfig, ConfigError list> =
     match v with
     | PyValue.Dict kvs ->
-        let errors = ResizeArray<ConfigError>()
         let typ =
             match PyValue.tryFind "type" kvs with
-            | None -> None
-            | Some(PyValue.Str s) when s <> "" -> Some s
+            | None -> Ok None
+            | Some(PyValue.Str s) when s <> "" -> Ok(Some s)
             | Some other ->
-                errors.Add(
+                Validated.fail (
                     ConfigError.at (ConfigError.key path "type") ErrorKind.Type
-                        (sprintf "expected the name of a registered optimizer, got %s" (PyValue.kind other)))
-                None
+                        (sprintf "expected the name of a registered optimizer, got %s" (PyValue.kind other))
+                )
         let args = kvs |> List.filter (fun (k, _) -> k <> "type")
-        for (k, x) in args do
-            match Map.tryFind k hyperKinds with
-            | Some kind -> checkHyper (ConfigError.key path k) kind x |> Option.iter errors.Add
-            | None when k = "params" ->
-                errors.Add(
-                    ConfigError.at (ConfigError.key path k) ErrorKind.Value
-                        "parameters come from the model; the config cannot list them")
-            | None -> ()
-        if errors.Count > 0 then Error(List.ofSeq errors) else Ok { Type = typ; Args = args }
+        let argErrors =
+            args
+            |> List.collect (fun (k, x) ->
+                match Map.tryFind k hyperKinds with
+                | Some kind -> checkHyper (ConfigError.key path k) kind x
+                | None when k = "params" ->
+                    [ ConfigError.at (ConfigError.key path k) ErrorKind.Value
+                          "parameters come from the model; the config cannot list them" ]
+                | None -> [])
+        Validated.map2 (fun t () -> { Type = t; Args = args }) typ (Validated.ofErrors () argErrors)
     | other ->
         Error [ ConfigError.at path ErrorKind.Type (sprintf "expected an object, got %s" (PyValue.kind other)) ]
 
 let private wrapperKeys = set [ "type"; "optimizer"; "paramwise_cfg"; "constructor"; "accumulative_counts"; "clip_grad"; "loss_scale"; "dtype" ]
 
+let private ofRules (path: string) (r: Result<'a, (string * RuleError) list>) : Validated<'a> =
+    r |> Result.mapError (List.map (fun (k, e) -> ConfigError.ofRule (if k = "" then path else ConfigError.key path k) e))
+
 /// The typed `optim_wrapper` config of a Python-like dict, or every problem found.
 let parse (v: PyValue) : Result<OptimWrapperConfig, ConfigError list> =
     match v with
     | PyValue.Dict kvs ->
-        let errors = ResizeArray<ConfigError>()
-        let name key fallback =
+        let name key fallback : Validated<string> =
             match PyValue.tryFind key kvs with
-            | None -> fallback
-            | Some(PyValue.Str s) when s <> "" -> s
+            | None -> Ok fallback
+            | Some(PyValue.Str s) when s <> "" -> Ok s
             | Some other ->
-                errors.Add(
-                    ConfigError.at key ErrorKind.Type (sprintf "expected a registered name, got %s" (PyValue.kind other)))
-                fallback
-        let typ = name "type" "OptimWrapper"
-        let constructor = name "constructor" "DefaultOptimWrapperConstructor"
-        let optimizer =
-            match PyValue.tryFind "optimizer" kvs with
-            | None -> None
-            | Some o ->
-                match parseOptimizer "optimizer" o with
-                | Ok o -> Some o
-                | Error es ->
-                    errors.AddRange es
-                    None
-        let paramwise = PyValue.tryFind "paramwise_cfg" kvs |> Option.defaultValue PyValue.None
+                Validated.fail (ConfigError.at key ErrorKind.Type (sprintf "expected a registered name, got %s" (PyValue.kind other)))
+        let optional key (f: PyValue -> Validated<'a option>) : Validated<'a option> =
+            match PyValue.tryFind key kvs with
+            | None -> Ok None
+            | Some x -> f x
+        let optimizer = optional "optimizer" (fun o -> parseOptimizer "optimizer" o |> Result.map Some)
         let acc =
-            match PyValue.tryFind "accumulative_counts" kvs with
-            | None -> None
-            | Some(PyValue.Int i) when i <= int64 Int32.MaxValue && i >= int64 Int32.MinValue ->
-                match Accumulation.create (int i) with
-                | Ok _ -> Some(int i)
-                | Error e ->
-                    errors.Add(ConfigError.ofRule "accumulative_counts" { e with Message = sprintf "%s (got %d)" e.Message i })
-                    None
-            | Some other ->
-                errors.Add(
-                    ConfigError.at "accumulative_counts" ErrorKind.Type
-                        (sprintf "expected a positive integer, got %s" (PyValue.kind other)))
-                None
+            optional "accumulative_counts" (fun x ->
+                match x with
+                | PyValue.Int i when i <= int64 Int32.MaxValue && i >= int64 Int32.MinValue ->
+                    match Accumulation.create (int i) with
+                    | Ok _ -> Ok(Some(int i))
+                    | Error e -> Validated.fail (ConfigError.ofRule "accumulative_counts" { e with Message = sprintf "%s (got %d)" e.Message i })
+                | other ->
+                    Validated.fail (
+                        ConfigError.at "accumulative_counts" ErrorKind.Type
+                            (sprintf "expected a positive integer, got %s" (PyValue.kind other))
+                    ))
+        // The wrappers' own rules (Clipping, LossScaling, Autocast, NonFiniteGuard), checked now so
+        // that every error is reported at once, each at its path.
         let clip =
-            match PyValue.tryFind "clip_grad" kvs with
-            | None | Some PyValue.None -> None
-            | Some v ->
-                // The wrapper's own rules (Clipping), checked now so that every error is reported at once.
-                match Clipping.parse v, v with
-                | Ok _, PyValue.Dict d -> Some d
-                | Ok _, _ -> None
-                | Error e, _ ->
-                    // Clipping's messages name `clip_grad.key` themselves.
-                    let path = if e.Message.StartsWith "clip_grad" then "" else "clip_grad"
-                    errors.Add(ConfigError.ofRule path e)
-                    None
-        // AmpOptimWrapper's own rules (LossScaling, Autocast), checked now so that every error is reported at once.
+            optional "clip_grad" (fun x ->
+                Clipping.check "clip_grad" x
+                |> Result.map (fun parsed ->
+                    match parsed, x with
+                    | Some _, PyValue.Dict d -> Some d
+                    | _ -> None))
         let lossScale =
-            match PyValue.tryFind "loss_scale" kvs with
-            | None -> None
-            | Some v ->
-                match LossScaling.parseLossScale v, v with
-                | Ok LossScaling.LossScale.Dynamic, _ -> Some LossScale.Dynamic
-                | Ok(LossScaling.LossScale.Static f), _ -> Some(LossScale.Static f)
-                | Ok(LossScaling.LossScale.Custom _), PyValue.Dict d -> Some(LossScale.Custom d)
-                | Ok(LossScaling.LossScale.Custom _), _ -> None
-                | Error e, _ ->
-                    errors.Add(ConfigError.ofRule "loss_scale" e)
-                    None
+            optional "loss_scale" (fun x ->
+                match LossScaling.checkLossScale "loss_scale" x, x with
+                | Ok LossScaling.LossScale.Dynamic, _ -> Ok(Some LossScale.Dynamic)
+                | Ok(LossScaling.LossScale.Static f), _ -> Ok(Some(LossScale.Static f))
+                | Ok(LossScaling.LossScale.Custom _), PyValue.Dict d -> Ok(Some(LossScale.Custom d))
+                | Ok(LossScaling.LossScale.Custom _), _ -> Ok None
+                | Error es, _ -> Error es)
         let dtype =
-            match PyValue.tryFind "dtype" kvs with
-            | None -> None
-            | Some v ->
-                match Autocast.parseDtype v with
-                | Ok d -> d |> Option.map Autocast.dtypeName
-                | Error e ->
-                    errors.Add(ConfigError.ofRule "dtype" e)
-                    None
-        if errors.Count > 0 then
-            Error(List.ofSeq errors)
-        else
-            Ok
+            optional "dtype" (fun x ->
+                match Autocast.parseDtype x with
+                | Ok d -> Ok(d |> Option.map Autocast.dtypeName)
+                | Error e -> Validated.fail (ConfigError.ofRule "dtype" e))
+        let guard =
+            optional "skip_nonfinite" (fun x -> NonFiniteGuard.parse x |> ofRules "skip_nonfinite" |> Result.map Some)
+        validated {
+            let! typ = name "type" "OptimWrapper"
+            and! constructor = name "constructor" "DefaultOptimWrapperConstructor"
+            and! optimizer = optimizer
+            and! acc = acc
+            and! clip = clip
+            and! lossScale = lossScale
+            and! dtype = dtype
+            and! guard = guard
+            return
                 { Type = typ
                   Optimizer = optimizer
-                  ParamwiseCfg = paramwise
+                  ParamwiseCfg = PyValue.tryFind "paramwise_cfg" kvs |> Option.defaultValue PyValue.None
                   Constructor = constructor
                   AccumulativeCounts = acc
                   ClipGrad = clip
                   LossScale = lossScale
                   Dtype = dtype
+                  SkipNonfinite = guard |> Option.defaultValue NonFiniteGuard.off
                   Extra = kvs |> List.filter (fun (k, _) -> not (wrapperKeys.Contains k))
                   Given =
                     kvs
                     |> List.map fst
                     |> List.filter (fun k -> k <> "type" && k <> "optimizer" && k <> "paramwise_cfg" && k <> "constructor") }
+        }
     | other -> Error [ ConfigError.at "" ErrorKind.Type (sprintf "optim_wrapper config must be an object, got %s" (PyValue.kind other)) ]
+
+/// The keyword arguments each built-in wrapper takes besides `optimizer`.
+let wrapperKeywords : (string * string list) list =
+    [ "OptimWrapper", [ "accumulative_counts"; "clip_grad"; "skip_nonfinite" ]
+      "AmpOptimWrapper", [ "loss_scale"; "dtype"; "accumulative_counts"; "clip_grad"; "use_fsdp"; "skip_nonfinite" ] ]
+
+/// Keyword arguments a built-in wrapper does not take (Python's "unexpected keyword argument"), with
+/// "did you mean", each at its key; [] for a wrapper that is not built in.
+let rec checkWrapperArgs (wrapper: string) (args: (string * PyValue) list) : ConfigError list =
+    match List.tryFind (fun (n, _) -> n = wrapper) wrapperKeywords with
+    | None -> []
+    | Some(_, accepted) -> unexpectedKeywords wrapper accepted args
+
+/// Keyword arguments not in `accepted` for the wrapper `wrapper` (built in or not), with "did you mean".
+and unexpectedKeywords (wrapper: string) (accepted: string list) (args: (string * PyValue) list) : ConfigError list =
+        [ for (k, v) in args do
+              if not (List.contains k accepted) then
+                  let hint =
+                      match Suggest.closest k accepted with
+                      | Some c -> sprintf " Did you mean '%s'?" c
+                      | None ->
+                          match wrapperKeywords |> List.tryFind (fun (n, ks) -> n <> wrapper && List.contains k ks) with
+                          | Some(other, _) -> sprintf " ('%s' is an argument of %s)" k other
+                          | None -> ""
+                  yield
+                      ConfigError.at k ErrorKind.Type
+                          (sprintf "%s.__init__() got an unexpected keyword argument '%s' (it takes: %s)%s" wrapper k (String.Join(", ", accepted)) hint)
+              elif k = "use_fsdp" && v = PyValue.Bool true then
+                  yield ConfigError.at k ErrorKind.Value "use_fsdp=True needs FSDP's ShardedGradScaler, which TorchSharp does not have" ]
 
 /// Parses JSON text straight to the typed config.
 let parseText (text: string) : Result<OptimWrapperConfig, ConfigError list> =
@@ -391,7 +411,7 @@ let checkOptimizerArgs (name: string) (args: (string * PyValue) list) : ConfigEr
                           (sprintf "'%s' is a PyTorch-only switch that TorchSharp's %s does not have; only false/null are accepted" k name)
               else
                   yield ConfigError.at k ErrorKind.Type
-                      (sprintf "%s.__init__() got an unexpected keyword argument '%s' (it takes: %s)" name k (String.Join(", ", known)))
+                      (sprintf "%s.__init__() got an unexpected keyword argument '%s' (it takes: %s)%s" name k (String.Join(", ", known)) (Suggest.didYouMean k known))
           if name = "LBFGS" then
               match PyValue.tryFind "line_search_fn" args with
               | Some(PyValue.Str _) ->
@@ -422,3 +442,53 @@ let defaultConstructorSettings (cfg: OptimWrapperConfig) : Result<OptimizerConfi
         | Ok settings, [] -> Ok(optimizer, settings)
         | Ok _, es -> Error es
         | Error pes, es -> Error((pes |> List.map (ConfigError.under "paramwise_cfg")) @ es)
+
+/// The value checks of a config for the built-in optimizer `name` (None for a user optimizer), with
+/// the parameters' largest magnitude `limit` (`OptimizerRules.float32Limit` unless a parameter is
+/// float64): PyTorch's range checks and finiteness on `optimizer.*`, and `ConfigLint.paramwise`
+/// (errors, and warnings that `paramwise_cfg.strict` turns into errors). Paths from the root.
+let checkValues (limit: float) (name: string option) (cfg: OptimWrapperConfig) : ConfigLint.Lint =
+    let optimizerErrors =
+        match cfg.Optimizer, name with
+        | Some o, Some n ->
+            let given = o.Args |> List.filter (fun (_, v) -> v <> PyValue.None)
+            OptimizerRules.check limit n (OptimizerRules.effective n [ given ]) (List.map fst given)
+            |> List.map (fun (k, e) -> ConfigError.ofRule (ConfigError.key "optimizer" k) e)
+        | _ -> []
+    let hyper = name |> Option.map (fun n -> n, Optimizers.order n)
+    let lint = ConfigLint.paramwise limit hyper cfg.ParamwiseCfg
+    ConfigLint.escalate (ConfigLint.isStrict cfg.ParamwiseCfg) { lint with Errors = optimizerErrors @ lint.Errors }
+
+/// The top-level key (and, under `optimizer`, the member) an error path points into: what to drop so
+/// that the rest of the config can still be checked.
+let private dropFor (path: string) (v: PyValue) : PyValue option =
+    let segment (p: string) =
+        let stop = p.IndexOfAny [| '.'; '[' |]
+        if stop < 0 then p, "" else p.Substring(0, stop), p.Substring(stop)
+    match v with
+    | PyValue.Dict kvs when path <> "" ->
+        let top, rest = segment path
+        match PyValue.tryFind top kvs, rest with
+        | Some(PyValue.Dict inner), r when top = "optimizer" && r.StartsWith "." ->
+            let sub, _ = segment (r.Substring 1)
+            if sub = "type" || not (inner |> List.exists (fun (k, _) -> k = sub)) then None
+            else Some(PyValue.Dict(PyValue.set top (PyValue.Dict(PyValue.remove sub inner)) kvs))
+        | Some _, _ -> Some(PyValue.Dict(PyValue.remove top kvs))
+        | None, _ -> None
+    | _ -> None
+
+/// `parse`, and when it fails, the config that remains once the offending keys are dropped (so that
+/// the value checks can report their problems in the same exception: all errors at once), if any.
+let parseKeepingRest (v: PyValue) : Result<OptimWrapperConfig, ConfigError list * OptimWrapperConfig option> =
+    match parse v with
+    | Ok c -> Ok c
+    | Error errors ->
+        let rec retry (v: PyValue) (n: int) =
+            match parse v with
+            | Ok c -> Some c
+            | Error es when n > 0 ->
+                match es |> List.fold (fun acc e -> acc |> Option.bind (dropFor e.Path)) (Some v) with
+                | Some smaller -> retry smaller (n - 1)
+                | None -> None
+            | Error _ -> None
+        Error(errors, retry v 8)

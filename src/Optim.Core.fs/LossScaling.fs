@@ -17,15 +17,31 @@ type Settings =
       GrowthFactor: float
       BackoffFactor: float
       GrowthInterval: int64
-      Enabled: bool }
+      Enabled: bool
+      /// The floor: backing off never takes the scale below this (beyond torch; DeepSpeed's
+      /// `min_loss_scale`). Below 2**-127, 1/scale is inf in float32 and unscaling writes NaN.
+      MinScale: float
+      /// The ceiling: growth never takes the scale above this (torch only refuses inf).
+      MaxScale: float }
 
-/// torch's defaults: 2**16, 2.0, 0.5, 2000, enabled.
+/// The default floor, 2**-126 (float32's smallest normal number): 1/scale stays finite, and torch
+/// itself never goes this low without poisoning the parameters, so every usable torch trajectory is unchanged.
+[<Literal>]
+let defaultMinScale = 1.1754943508222875e-38
+
+/// The default ceiling: float32's largest value (torch's own limit: it never grows to inf).
+[<Literal>]
+let defaultMaxScale = 3.4028234663852886e38
+
+/// torch's defaults: 2**16, 2.0, 0.5, 2000, enabled; the floor and ceiling leave torch's behaviour unchanged.
 let defaults =
     { InitScale = 65536.0
       GrowthFactor = 2.0
       BackoffFactor = 0.5
       GrowthInterval = 2000L
-      Enabled = true }
+      Enabled = true
+      MinScale = defaultMinScale
+      MaxScale = defaultMaxScale }
 
 /// The live state of a scaler: what `state_dict` holds, plus whether it is enabled.
 /// `Tracker` counts consecutive non-overflow updates since the last change (an int32 in the kernel).
@@ -37,12 +53,45 @@ type State =
       Tracker: int
       Enabled: bool }
 
-/// Checks the settings as torch does (only when enabled; NaN factors fail the checks).
+let private f32Max = float System.Single.MaxValue
+
+/// A scale usable in float32: finite, above 0, at most float32's largest value.
+let private scaleProblem (x: float) =
+    if System.Double.IsNaN x || System.Double.IsInfinity x then Some(sprintf "must be a finite number, got %s" (PyFormat.float x))
+    elif not (x > 0.0) then Some(sprintf "must be above 0 (a zero or negative scale writes NaN into every parameter), got %s" (PyFormat.float x))
+    elif x > f32Max then Some(sprintf "%s is beyond float32's range (the scale is kept in float32)" (PyFormat.float x))
+    else None
+
+/// Every problem with the settings, each with the argument it is about: torch's checks (growth > 1,
+/// backoff < 1; NaN fails them) and the ones that keep the parameters finite (a finite positive
+/// init_scale within float32, a backoff above 0, growth_interval at least 1, 0 < min_scale <= max_scale).
+let problems (s: Settings) : (string * RuleError) list =
+    if not s.Enabled then []
+    else
+        [ match scaleProblem s.InitScale with
+          | Some m -> yield "init_scale", RuleError.value m
+          | None -> ()
+          if not (s.GrowthFactor > 1.0) then yield "growth_factor", RuleError.assertion "The growth factor must be > 1.0."
+          elif System.Double.IsInfinity s.GrowthFactor then yield "growth_factor", RuleError.value "The growth factor must be finite."
+          if not (s.BackoffFactor < 1.0) then yield "backoff_factor", RuleError.assertion "The backoff factor must be < 1.0."
+          elif not (s.BackoffFactor > 0.0) then
+              yield "backoff_factor", RuleError.value (sprintf "The backoff factor must be > 0.0 (a zero backoff makes the scale 0), got %s" (PyFormat.float s.BackoffFactor))
+          if s.GrowthInterval < 1L then yield "growth_interval", RuleError.value (sprintf "growth_interval must be at least 1, got %d" s.GrowthInterval)
+          match scaleProblem s.MinScale with
+          | Some m -> yield "min_scale", RuleError.value m
+          | None -> ()
+          match scaleProblem s.MaxScale with
+          | Some m -> yield "max_scale", RuleError.value m
+          | None -> ()
+          if s.MinScale > s.MaxScale then
+              yield "min_scale", RuleError.value (sprintf "min_scale %s is above max_scale %s" (PyFormat.float s.MinScale) (PyFormat.float s.MaxScale)) ]
+
+/// Checks the settings (`problems`; only when enabled), the first problem as torch's error.
 let validate (s: Settings) : Result<Settings, RuleError> =
-    if not s.Enabled then Ok s
-    elif not (s.GrowthFactor > 1.0) then Error(RuleError.assertion "The growth factor must be > 1.0.")
-    elif not (s.BackoffFactor < 1.0) then Error(RuleError.assertion "The backoff factor must be < 1.0.")
-    else Ok s
+    match problems s with
+    | [] -> Ok s
+    | (key, e) :: _ when e.Kind = ErrorKind.Assertion -> Error e
+    | (key, e) :: _ -> Error { e with Message = sprintf "%s: %s" key e.Message }
 
 /// The state of a fresh scaler, or the settings' error.
 /// Note: torch keeps `init_scale` as the Python number until the first `scale()`; here it is a float32
@@ -78,6 +127,54 @@ let update (foundInf: bool) (s: State) : State =
                 Tracker = 0 }
         else
             { s with Tracker = successful }
+
+/// Which bound an update ran into.
+[<RequireQualifiedAccess>]
+type BoundHit =
+    | Floor
+    | Ceiling
+
+let private clampScale (minScale: float) (maxScale: float) (wanted: float) : float32 * BoundHit option =
+    let lo = float32 minScale
+    let hi = float32 maxScale
+    let x = float32 wanted
+    if System.Single.IsNaN x then lo, Some BoundHit.Floor
+    elif x < lo then lo, Some BoundHit.Floor
+    elif x > hi && System.Single.IsFinite x then hi, Some BoundHit.Ceiling
+    else x, None
+
+/// `update` kept within [min_scale, max_scale] of the settings: a back-off below the floor stops at
+/// the floor, a growth above the ceiling stops at the ceiling; the bound hit (if any) is returned so
+/// the caller can warn. With the default bounds this is `update` exactly.
+let updateWithin (bounds: Settings) (foundInf: bool) (s: State) : State * BoundHit option =
+    if not s.Enabled then s, None
+    elif foundInf then
+        let scale, hit = clampScale bounds.MinScale bounds.MaxScale (float s.Scale * s.BackoffFactor)
+        { s with Scale = scale; Tracker = 0 }, hit
+    else
+        let successful = s.Tracker + 1
+        if int64 successful = s.GrowthInterval then
+            let candidate = float32 (float s.Scale * s.GrowthFactor)
+            if not (Single.IsFinite candidate) then { s with Tracker = 0 }, None
+            else
+                let scale, hit = clampScale bounds.MinScale bounds.MaxScale (float candidate)
+                { s with Scale = scale; Tracker = 0 }, hit
+        else
+            { s with Tracker = successful }, None
+
+/// `updateWithScale` kept within the bounds (a NaN or zero new scale becomes the floor).
+let updateWithScaleWithin (bounds: Settings) (newScale: float) (s: State) : State * BoundHit option =
+    if not s.Enabled then s, None
+    else
+        let scale, hit = clampScale bounds.MinScale bounds.MaxScale newScale
+        { s with Scale = scale }, hit
+
+/// Whether 1/scale can unscale gradients: finite and not 0 in float32. When it cannot (a scale of 0
+/// or below 2**-127, loaded or imposed), the step must count as an overflow: the fused kernel checks
+/// the gradients before multiplying, so it would report them finite and write inf/NaN.
+let invScaleUsable (s: State) =
+    let inv = float32 (1.0 / float s.Scale)
+    Single.IsFinite inv && inv <> 0.0f && s.Scale > 0.0f
 
 /// The state after `update(new_scale)`: the scale is replaced (as a float32), the tracker is untouched.
 let updateWithScale (newScale: float) (s: State) : State =
@@ -240,21 +337,24 @@ let scalerOf (ls: LossScale) : Settings * float option =
     | LossScale.Static x -> { defaults with InitScale = x }, Some x
     | LossScale.Custom s -> s, None
 
-let private settingsKeys = [ "init_scale"; "growth_factor"; "backoff_factor"; "growth_interval"; "enabled" ]
+let private settingsKeys = [ "init_scale"; "growth_factor"; "backoff_factor"; "growth_interval"; "enabled"; "min_scale"; "max_scale" ]
 
-/// GradScaler(**kwargs): the settings a `loss_scale` dict describes, validated.
-let parseSettings (kvs: (string * PyValue) list) : Result<Settings, RuleError> =
-    let folder (acc: Result<Settings, RuleError>) (key: string, v: PyValue) =
-        acc
-        |> Result.bind (fun s ->
-            let number () =
-                match PyValue.tryNumber v with
-                | Some x -> Ok x
-                | None -> Error(RuleError.typeError (sprintf "loss_scale['%s'] should be a number, got %s" key (PyFormat.repr v)))
+/// GradScaler(**kwargs): the settings a `loss_scale` dict describes, or every problem with the key
+/// it is about.
+let settingsProblems (kvs: (string * PyValue) list) : Result<Settings, (string * RuleError) list> =
+    let read (s: Settings, errs) (key: string, v: PyValue) =
+        let number () =
+            match v with
+            | PyValue.Int i -> Ok(float i)
+            | PyValue.Float x -> Ok x
+            | _ -> Error(RuleError.typeError (sprintf "loss_scale['%s'] should be a number, got %s" key (PyFormat.repr v)))
+        let r =
             match key, v with
             | "init_scale", _ -> number () |> Result.map (fun x -> { s with InitScale = x })
             | "growth_factor", _ -> number () |> Result.map (fun x -> { s with GrowthFactor = x })
             | "backoff_factor", _ -> number () |> Result.map (fun x -> { s with BackoffFactor = x })
+            | "min_scale", _ -> number () |> Result.map (fun x -> { s with MinScale = x })
+            | "max_scale", _ -> number () |> Result.map (fun x -> { s with MaxScale = x })
             | "growth_interval", PyValue.Int i -> Ok { s with GrowthInterval = i }
             | "growth_interval", other ->
                 Error(RuleError.typeError (sprintf "loss_scale['growth_interval'] should be an integer, got %s" (PyFormat.repr other)))
@@ -263,10 +363,21 @@ let parseSettings (kvs: (string * PyValue) list) : Result<Settings, RuleError> =
             | unknown, _ ->
                 Error(
                     RuleError.typeError (
-                        sprintf "GradScaler got an unexpected keyword argument '%s' (accepted: %s)" unknown (String.Join(", ", settingsKeys))
+                        sprintf "GradScaler got an unexpected keyword argument '%s' (accepted: %s)%s" unknown (String.Join(", ", settingsKeys))
+                            (Suggest.didYouMean unknown settingsKeys)
                     )
-                ))
-    kvs |> List.fold folder (Ok defaults) |> Result.bind validate
+                )
+        match r with
+        | Ok s -> s, errs
+        | Error e -> s, errs @ [ key, e ]
+    let s, errs = kvs |> List.fold read (defaults, [])
+    match errs @ (if errs.IsEmpty then problems s else []) with
+    | [] -> Ok s
+    | es -> Error es
+
+/// GradScaler(**kwargs): the settings a `loss_scale` dict describes, validated (the first problem).
+let parseSettings (kvs: (string * PyValue) list) : Result<Settings, RuleError> =
+    settingsProblems kvs |> Result.mapError (fun es -> snd (List.head es))
 
 /// The TypeError for a `loss_scale` of a kind that has no Python counterpart (shown as given).
 let invalidLossScale (shown: string) =
@@ -275,9 +386,23 @@ let invalidLossScale (shown: string) =
 /// Parses MMEngine's `loss_scale`: exactly `"dynamic"`, a float, or a dict of GradScaler settings.
 /// Anything else (another string, an int such as 512, None, a bool) is the TypeError MMEngine raises,
 /// naming the value.
+/// A static scale must also be usable: finite, above 0, within float32.
 let parseLossScale (v: PyValue) : Result<LossScale, RuleError> =
     match v with
     | PyValue.Str "dynamic" -> Ok LossScale.Dynamic
-    | PyValue.Float x -> Ok(LossScale.Static x)
+    | PyValue.Float x ->
+        match scaleProblem x with
+        | Some m -> Error(RuleError.value ("loss_scale " + m))
+        | None -> Ok(LossScale.Static x)
     | PyValue.Dict kvs -> parseSettings kvs |> Result.map LossScale.Custom
+    | PyValue.Str s -> Error(invalidLossScale (s + Suggest.didYouMean s [ "dynamic" ]))
     | other -> Error(invalidLossScale (PyFormat.str other))
+
+/// `parseLossScale` with every problem at its JSON path under `path` (normally `loss_scale`).
+let checkLossScale (path: string) (v: PyValue) : Result<LossScale, ConfigError list> =
+    match v with
+    | PyValue.Dict kvs ->
+        settingsProblems kvs
+        |> Result.map LossScale.Custom
+        |> Result.mapError (List.map (fun (k, e) -> ConfigError.ofRule (ConfigError.key path k) e))
+    | other -> parseLossScale other |> Result.mapError (fun e -> [ ConfigError.ofRule path e ])

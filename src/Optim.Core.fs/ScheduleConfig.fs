@@ -269,7 +269,7 @@ let private ruleOf (k: Kind) (typeName: string) (paramName: string) (args: Args)
         | KCosineRestart ->
             let! etaMin = optNumber "eta_min" (get "eta_min" args)
             let! ratio = optNumber "eta_min_ratio" (get "eta_min_ratio" args)
-            do! check (etaMin.IsSome = ratio.IsSome) (ScheduleError.assertion "")
+            do! check (etaMin.IsSome = ratio.IsSome) (ScheduleError.assertion "exactly one of `eta_min` and `eta_min_ratio` must be specified")
             let! periods = sequenceOf "periods" integer (get "periods" args)
             let! weights = sequenceOf "restart_weights" number (get "restart_weights" args)
             do! check (periods.Length <> weights.Length) (ScheduleError.assertion "periods and restart_weights should have the same length.")
@@ -392,7 +392,8 @@ let unknownType (typeName: string) =
     ScheduleError.keyError (
         sprintf
             "%s is not in the mmengine::parameter scheduler registry. Please check whether the value of `%s` is correct or it was registered as expected. More details can be found at https://mmengine.readthedocs.io/en/latest/advanced_tutorials/config.html#import-the-custom-module"
-            typeName typeName)
+            typeName typeName
+        + Suggest.didYouMean typeName names)
 
 let private truthy (v: PyValue) =
     match v with
@@ -455,10 +456,29 @@ let parse (ctx: Context) (path: string) (cfg: PyValue) : Result<Scheduler, Sched
     | other -> Error { ScheduleError.typeError (sprintf "cfg should be a dict, ConfigDict or Config, but got %s" (PyNum.typeName other)) with Path = path }
 
 /// A `param_scheduler` entry: one dict or a list of dicts (built in order, composing in that order).
+/// Settings MMEngine accepts when a scheduler is constructed but that fail when it is stepped (beyond
+/// MMEngine, which raises ZeroDivisionError there): `step_size` 0 (modulo by zero), `start_factor` 0
+/// (division by zero at the second step), a negative or NaN `power` (0 ** power at the last step).
+/// Rejected on the config path (`parseForConfig`); a scheduler constructed directly keeps MMEngine's behaviour.
+let steppable (path: string) (s: Scheduler) : Result<Scheduler, ScheduleError> =
+    let at key (e: ScheduleError) = { e with Path = (if path = "" then key else path + "." + key) }
+    match s.Rule with
+    | Step(n, _) when n < 1L ->
+        Error(at "step_size" (ScheduleError.valueError (sprintf "step_size must be a positive integer (it divides the step count), got %d" n)))
+    | Linear(start, _) when start = 0.0 ->
+        Error(at "start_factor" (ScheduleError.valueError "Starting multiplicative factor must be above 0 (0 divides by zero at the first step)."))
+    | Poly(_, p) when p < 0.0 || System.Double.IsNaN p ->
+        Error(at "power" (ScheduleError.valueError (sprintf "power must be at least 0 (a negative power divides by zero at the last step), got %s" (PyFormat.float p))))
+    | _ -> Ok s
+
+/// `parse`, plus `steppable`: what a config entry (param_scheduler in a config) must pass.
+let parseForConfig (ctx: Context) (path: string) (cfg: PyValue) : Result<Scheduler, ScheduleError> =
+    parse ctx path cfg |> Result.bind (steppable path)
+
 let parseList (ctx: Context) (path: string) (cfg: PyValue) : Result<Scheduler list, ScheduleError> =
     match cfg with
-    | PyValue.List xs | PyValue.Tuple xs -> xs |> List.mapi (fun n x -> parse ctx (sprintf "%s[%d]" path n) x) |> allOk id
-    | PyValue.Dict _ -> parse ctx path cfg |> Result.map List.singleton
+    | PyValue.List xs | PyValue.Tuple xs -> xs |> List.mapi (fun n x -> parseForConfig ctx (sprintf "%s[%d]" path n) x) |> allOk id
+    | PyValue.Dict _ -> parseForConfig ctx path cfg |> Result.map List.singleton
     | other -> Error { ScheduleError.typeError (sprintf "param_scheduler should be a dict or a list of dicts, got %s" (PyNum.typeName other)) with Path = path }
 
 /// A whole `param_scheduler` setting: a list (or one dict) for an OptimWrapper, or — a dict without
@@ -479,8 +499,8 @@ let parseConfig (ctx: Context) (cfg: PyValue) : Result<Config, ScheduleError> =
 let validate (ctx: Context) (cfg: PyValue) : ScheduleError list =
     let entries path v =
         match v with
-        | PyValue.List xs | PyValue.Tuple xs -> xs |> List.mapi (fun n x -> parse ctx (sprintf "%s[%d]" path n) x)
-        | PyValue.Dict _ -> [ parse ctx path v ]
+        | PyValue.List xs | PyValue.Tuple xs -> xs |> List.mapi (fun n x -> parseForConfig ctx (sprintf "%s[%d]" path n) x)
+        | PyValue.Dict _ -> [ parseForConfig ctx path v ]
         | other ->
             [ Error { ScheduleError.typeError (sprintf "param_scheduler should be a dict or a list of dicts, got %s" (PyNum.typeName other)) with Path = path } ]
     let results =

@@ -84,7 +84,7 @@ let config =
         test "malformed JSON and a non-object config are errors, not exceptions" {
             Expect.stringStarts (errors """{"optimizer": """).Head "invalid JSON" "malformed"
             Expect.equal (errors "[1]") [ "optim_wrapper config must be an object, got a list" ] "list"
-            Expect.equal (errors """{"clip_grad": {"type": "norm", "max_norm": 1, "clip_value": 2}}""") [ "clip_grad: unexpected argument 'clip_value' (accepted: max_norm, norm_type, error_if_nonfinite, foreach)" ] "the wrapper's clip_grad rules"
+            Expect.equal (errors """{"clip_grad": {"type": "norm", "max_norm": 1, "clip_value": 2}}""") [ "clip_grad.clip_value: unexpected argument 'clip_value' (accepted: max_norm, norm_type, error_if_nonfinite, foreach)" ] "the wrapper's clip_grad rules"
         }
         test "DefaultOptimWrapperConstructor's checks: optimizer required, then paramwise against base_wd" {
             let check text =

@@ -341,9 +341,10 @@ let errorTests =
         }
         test "cosine restart: eta_min xor ratio (no default), lengths" {
             parseErr (D [ "type", S "CosineRestartLR"; "periods", L [ I 4L; I 5L ]; "restart_weights", L [ I 1L; F 0.5 ]; "eta_min", I 0L; "eta_min_ratio", F 0.1 ])
-            |> expectError "AssertionError" ""
+            |> expectError "AssertionError" "exactly one of `eta_min` and `eta_min_ratio` must be specified"
+            // MMEngine's assert has no message; this port says what is wrong.
             parseErr (D [ "type", S "CosineRestartLR"; "periods", L [ I 4L; I 5L ]; "restart_weights", L [ I 1L; F 0.5 ] ])
-            |> expectError "AssertionError" ""
+            |> expectError "AssertionError" "exactly one of `eta_min` and `eta_min_ratio` must be specified"
             parseErr (D [ "type", S "CosineRestartLR"; "periods", L [ I 4L; I 5L ]; "restart_weights", L [ I 1L; F 0.5; F 0.0 ]; "eta_min", I 0L ])
             |> expectError "AssertionError" "periods and restart_weights should have the same length."
         }
@@ -407,14 +408,14 @@ let errorTests =
             ScheduleConfig.parse ctx "p" (D [ "type", S "ReduceOnPlateauLR"; "convert_to_iter_based", B true ])
             |> expectError "AttributeError" "type object 'ReduceOnPlateauLR' has no attribute 'build_iter_from_epoch'"
         }
-        test "LinearLR start_factor 0 divides by zero at its second step, as in MMEngine" {
-            let o = attachCfg (D [ "type", S "LinearLR"; "start_factor", I 0L; "end", I 10L ]) twoGroups |> ok
-            Expect.equal (Group.number "lr" o.Groups.[0] |> ok) 0.0 "lr × 0 at step 0"
-            step o.State None o.Groups |> expectError "ZeroDivisionError" "float division by zero"
+        // MMEngine accepts these and raises ZeroDivisionError when stepped; this port rejects them when built.
+        test "LinearLR start_factor 0 (divides by zero at its second step in MMEngine) is rejected when built" {
+            ScheduleConfig.parseForConfig ScheduleConfig.noContext "param_scheduler.[0]" (D [ "type", S "LinearLR"; "start_factor", I 0L; "end", I 10L ])
+            |> expectError "ValueError" "Starting multiplicative factor must be above 0 (0 divides by zero at the first step)."
         }
-        test "StepLR step_size 0 fails at its first decay, as in MMEngine" {
-            let o = attachCfg (D [ "type", S "StepLR"; "step_size", I 0L ]) twoGroups |> ok
-            step o.State None o.Groups |> expectError "ZeroDivisionError" "integer modulo by zero"
+        test "StepLR step_size 0 (fails at its first decay in MMEngine) is rejected when built" {
+            ScheduleConfig.parseForConfig ScheduleConfig.noContext "param_scheduler.[0]" (D [ "type", S "StepLR"; "step_size", I 0L ])
+            |> expectError "ValueError" "step_size must be a positive integer (it divides the step count), got 0"
         }
         test "only ReduceOnPlateau takes metrics" {
             let o = attachCfg (D [ "type", S "StepLR"; "step_size", I 2L ]) twoGroups |> ok
@@ -486,7 +487,7 @@ let stateTests =
                   D [ "type", S "MultiStepLR"; "gamma", F 0.01; "milestones", L [ I 1L; I 4L; I 6L ] ]
                   D [ "type", S "ExponentialLR"; "gamma", F 0.1 ], D [ "type", S "ExponentialLR"; "gamma", F 0.01 ]
                   D [ "type", S "CosineAnnealingLR"; "T_max", I 10L; "eta_min", F 1e-10 ], D [ "type", S "CosineAnnealingLR"; "T_max", I 5L; "eta_min", F 5e-11 ]
-                  D [ "type", S "LinearLR"; "start_factor", F(1.0 / 3.0) ], D [ "type", S "LinearLR"; "start_factor", I 0L; "end_factor", F 0.3 ]
+                  D [ "type", S "LinearLR"; "start_factor", F(1.0 / 3.0) ], D [ "type", S "LinearLR"; "start_factor", F 0.1; "end_factor", F 0.3 ]
                   D [ "type", S "PolyLR"; "power", F 0.5; "eta_min", F 0.001 ], D [ "type", S "PolyLR"; "power", F 0.8; "eta_min", F 0.002 ]
                   D [ "type", S "CosineRestartLR"; "periods", L [ I 4L; I 5L ]; "restart_weights", L [ I 1L; F 0.5 ]; "eta_min", I 0L ],
                   D [ "type", S "CosineRestartLR"; "periods", L [ I 4L; I 6L ]; "restart_weights", L [ I 1L; F 0.5 ]; "eta_min", I 0L ]

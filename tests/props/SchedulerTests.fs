@@ -69,6 +69,11 @@ let private goldenCase (file: JsonNode) (case: JsonNode) =
                     | Some e ->
                         let a = Convert.ToDouble(g.[kv.Key])
                         if not (rel12 e a) then failtestf "%s: expected %.17g got %.17g" (where kv.Key) e a
+                        // Python's type too (issue 11): a float in MMEngine is a float here, an int an int.
+                        let goldenFloat = kv.Value.ToJsonString().IndexOfAny([| '.'; 'e'; 'E' |]) >= 0
+                        let oursFloat = g.[kv.Key] :? float
+                        if goldenFloat <> oursFloat then
+                            failtestf "%s: MMEngine has %s (%s), ours %A" (where kv.Key) (if goldenFloat then "a float" else "an int") (kv.Value.ToJsonString()) g.[kv.Key]
                     | None -> ()
             match expected.["base_param_settings"] with
             | null -> Expect.isNull wrapper.base_param_settings (where "no base_param_settings")

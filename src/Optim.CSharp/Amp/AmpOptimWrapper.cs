@@ -10,7 +10,7 @@ namespace Optim;
 /// MMEngine's <c>AmpOptimWrapper</c> (SPEC §2): an <see cref="OptimWrapper"/> for mixed-precision
 /// training. The forward pass runs inside <see cref="optim_context"/> (autocast on the parameters'
 /// device type); <see cref="backward"/> scales the loss through <see cref="loss_scaler"/>;
-/// <see cref="step"/> unscales (before clipping), skips the update when a gradient overflowed, and
+/// <see cref="step()"/> unscales (before clipping), skips the update when a gradient overflowed, and
 /// updates the scale. Switching a loop from fp32 is one line: the wrapper's constructor.
 /// </summary>
 /// <remarks>
@@ -52,9 +52,11 @@ public class AmpOptimWrapper : OptimWrapper
     /// <param name="clip_grad">As for <see cref="OptimWrapper"/>; clipping sees unscaled gradients.</param>
     /// <exception cref="ArgumentException">A bad <paramref name="loss_scale"/>, <paramref name="dtype"/>,
     /// <paramref name="accumulative_counts"/> or <paramref name="clip_grad"/>.</exception>
+    /// <param name="skip_nonfinite">As for <see cref="OptimWrapper"/>: the scaler's own inf check (no
+    /// extra kernel) plus the losses decide; skipped steps also back the scale off.</param>
     public AmpOptimWrapper(Optimizer optimizer, object? loss_scale = null, object? dtype = null,
-                           int accumulative_counts = 1, IDictionary<string, object?>? clip_grad = null)
-        : base(optimizer, accumulative_counts, clip_grad)
+                           int accumulative_counts = 1, IDictionary<string, object?>? clip_grad = null, object? skip_nonfinite = null)
+        : base(optimizer, accumulative_counts, clip_grad, skip_nonfinite)
     {
         var (settings, updateParam) = LossScaling.scalerOf(ParseLossScale(loss_scale)).ToValueTuple();
         scale_update_param = FSharpOption<double>.get_IsSome(updateParam) ? updateParam.Value : null;
@@ -79,6 +81,7 @@ public class AmpOptimWrapper : OptimWrapper
     /// <summary>Scales the loss with <see cref="loss_scaler"/>, back-propagates, and counts the backward pass.</summary>
     public override void backward(Tensor loss)
     {
+        BeginBackward(loss);
         loss_scaler.scale(loss).backward();
         CountBackward();
     }
@@ -86,18 +89,57 @@ public class AmpOptimWrapper : OptimWrapper
     /// <summary>
     /// With clipping: <c>loss_scaler.unscale_</c> first, so clipping (and the reported grad norm) sees
     /// real gradients. Then <c>loss_scaler.step</c> (skipped when a gradient is inf/NaN) and
-    /// <c>loss_scaler.update(scale_update_param)</c>.
+    /// <c>loss_scaler.update(scale_update_param)</c>. With a data-parallel model (see
+    /// <see cref="IDistributedModule"/>), inf/NaN on any rank skips the step on every rank.
     /// </summary>
+    /// <remarks>If clipping throws (<c>error_if_nonfinite</c>), the iteration is abandoned as an overflow
+    /// (the scale backs off; the next backward clears the gradients) before the exception leaves, so the next
+    /// iteration works.</remarks>
     public override void step()
     {
         CountStep();
-        if (ClipGrad is not null)
+        // A data-parallel model: every rank skips or steps together, and the scales stay equal.
+        loss_scaler.FoundInfReducer = DistributedModule is { } distributed ? distributed.any_rank : null;
+        var guarded = skip_nonfinite.Enabled;
+        if (ClipGrad is not null || guarded) loss_scaler.unscale_(optimizer);
+        if (guarded)
         {
-            loss_scaler.unscale_(optimizer);
-            _clip_grad();
+            bool allowed;
+            try
+            {
+                var grads = loss_scaler.is_enabled() ? loss_scaler.FoundInfTensor(optimizer) : GradNonFinite.Check(optimizer);
+                allowed = GuardAllowsStep(Combine(grads, TakeLossFlag()));
+            }
+            catch (NonFiniteTrainingException)
+            {
+                RecoverFromFailedStep();
+                throw;
+            }
+            if (loss_scaler.is_enabled()) loss_scaler.SetFoundInf(optimizer, !allowed);
+            else if (!allowed) return;
         }
+        if (ClipGrad is not null) ClipOrRecover();
         loss_scaler.step(optimizer);
         loss_scaler.update(scale_update_param);
+    }
+
+    /// <summary>
+    /// PyTorch's GradScaler does not support closures; with scaling enabled this throws before anything
+    /// changes (a closure's backward would bypass the scale and move the parameters by the scale factor).
+    /// With a disabled scaler it is <see cref="OptimWrapper.step(Func{Tensor})"/>.
+    /// </summary>
+    /// <exception cref="InvalidOperationException">The scaler is enabled.</exception>
+    public override void step(Func<Tensor> closure)
+    {
+        if (loss_scaler.is_enabled()) throw Raise.From(LossScaling.closureUnsupported);
+        base.step(closure);
+    }
+
+    /// <summary>Abandons the scaler's iteration as an overflow (the scale backs off); the next backward clears the gradients.</summary>
+    protected override void RecoverFromFailedStep()
+    {
+        loss_scaler.AbandonIteration(optimizer);
+        base.RecoverFromFailedStep();
     }
 
     /// <summary>

@@ -1,4 +1,5 @@
 using Microsoft.Extensions.Logging;
+using Microsoft.FSharp.Core;
 using Optim.Core;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -37,6 +38,7 @@ public class GradScaler
     }
 
     private readonly ILogger logger;
+    private readonly LossScaling.Settings bounds;
     private LossScaling.State state;
     private Tensor? scaleTensor;
     private readonly Dictionary<optim.Optimizer, OptimizerState> perOptimizer = new(ReferenceEqualityComparer.Instance);
@@ -49,9 +51,13 @@ public class GradScaler
     /// <param name="enabled">False: every method is a pass-through (<c>step</c> just steps).</param>
     /// <param name="logger">Receives a Debug record for every skipped step (default: <see cref="OptimLogging"/>).</param>
     /// <exception cref="ArgumentException">growth_factor ≤ 1 or backoff_factor ≥ 1.</exception>
+    /// <param name="min_scale">The floor (beyond torch): backing off stops here, with a warning. The default,
+    /// 2**-126, keeps 1/scale finite and changes no usable torch trajectory.</param>
+    /// <param name="max_scale">The ceiling (beyond torch): growth stops here, with a warning. Default: float32's largest value.</param>
     public GradScaler(double init_scale = 65536.0, double growth_factor = 2.0, double backoff_factor = 0.5,
-                      long growth_interval = 2000, bool enabled = true, ILogger? logger = null)
-        : this(new LossScaling.Settings(init_scale, growth_factor, backoff_factor, growth_interval, enabled), logger)
+                      long growth_interval = 2000, bool enabled = true, ILogger? logger = null,
+                      double min_scale = LossScaling.defaultMinScale, double max_scale = LossScaling.defaultMaxScale)
+        : this(new LossScaling.Settings(init_scale, growth_factor, backoff_factor, growth_interval, enabled, min_scale, max_scale), logger)
     {
     }
 
@@ -60,6 +66,7 @@ public class GradScaler
     public GradScaler(LossScaling.Settings settings, ILogger? logger = null)
     {
         state = Raise.Unwrap(LossScaling.init(settings), nameof(settings));
+        bounds = settings;
         this.logger = logger ?? OptimLogging.CreateLogger(nameof(GradScaler));
     }
 
@@ -146,11 +153,20 @@ public class GradScaler
             }
 
             var inv = LossScaling.invScale(state);
+            // A scale whose reciprocal is inf or 0 in float32 would unscale finite gradients into inf/NaN
+            // after the kernel's check: count the step as an overflow and leave the gradients alone.
+            var usable = LossScaling.invScaleUsable(state);
             foreach (var (type, index) in devices)
             {
                 var device = new Device(type, index);
                 // Lives until update() (disposed there), whatever DisposeScope the caller has open.
                 var foundInf = torch.zeros(Array.Empty<long>(), ScalarType.Float32, device).DetachFromDisposeScope();
+                if (!usable)
+                {
+                    foundInf.fill_(1.0f);
+                    opt.FoundInfPerDevice.Add(foundInf);
+                    continue;
+                }
                 using var invScale = torch.tensor(inv, ScalarType.Float32, device);
                 foreach (var ((t, i, _), list) in groups)
                     if (t == type && i == index)
@@ -203,9 +219,10 @@ public class GradScaler
     {
         if (!state.Enabled) return;
         if (scaleTensor is null) throw Raise.From(LossScaling.notInitialized("update"), runtime: true);
+        FSharpOption<LossScaling.BoundHit> hit;
         if (new_scale is double s)
         {
-            state = LossScaling.updateWithScale(s, state);
+            (state, hit) = LossScaling.updateWithScaleWithin(bounds, s, state).ToValueTuple();
         }
         else
         {
@@ -213,7 +230,15 @@ public class GradScaler
             if (checkedOptimizers.Count == 0) throw Raise.From(LossScaling.noInfChecksBeforeUpdate, runtime: true);
             var found = false;
             foreach (var o in checkedOptimizers) found |= FoundInf(o);
-            state = LossScaling.update(found, state);
+            (state, hit) = LossScaling.updateWithin(bounds, found, state).ToValueTuple();
+        }
+        if (FSharpOption<LossScaling.BoundHit>.get_IsSome(hit))
+        {
+            BoundHits++;
+            if (hit.Value.IsFloor)
+                logger.LogWarning("GradScaler: the loss scale reached its floor min_scale={Floor}; gradients keep overflowing (inf/NaN in the loss or the model?)", (double)state.Scale);
+            else
+                logger.LogWarning("GradScaler: the loss scale reached its ceiling max_scale={Ceiling}", (double)state.Scale);
         }
         scaleTensor.fill_(state.Scale);
         ResetOptimizerStates();
@@ -248,6 +273,47 @@ public class GradScaler
         scaleTensor?.fill_(state.Scale);
     }
 
+    /// <summary>How many updates ran into <c>min_scale</c> or <c>max_scale</c> (each also logged as a warning).</summary>
+    public long BoundHits { get; private set; }
+
+    /// <summary>The floor and ceiling of the scale.</summary>
+    public (double Min, double Max) scale_bounds => (bounds.MinScale, bounds.MaxScale);
+
+    /// <summary>
+    /// The found-inf flags of <paramref name="optimizer"/> since its <see cref="unscale_"/>, summed into one
+    /// float32 tensor on the first gradient's device (no synchronisation), or null when nothing was checked.
+    /// </summary>
+    internal Tensor? FoundInfTensor(optim.Optimizer optimizer)
+    {
+        if (!perOptimizer.TryGetValue(optimizer, out var o) || o.FoundInfPerDevice.Count == 0) return null;
+        var device = o.FoundInfPerDevice[0].device;
+        var sum = o.FoundInfPerDevice[0].clone();
+        for (int i = 1; i < o.FoundInfPerDevice.Count; i++) sum.add_(o.FoundInfPerDevice[i].to(device));
+        return sum;
+    }
+
+    /// <summary>Records a found-inf decision read elsewhere (the non-finite guard's one sync), so <see cref="step"/> and <see cref="update(double?)"/> do not read again.</summary>
+    internal void SetFoundInf(optim.Optimizer optimizer, bool found)
+    {
+        if (perOptimizer.TryGetValue(optimizer, out var o)) o.FoundInf = found;
+    }
+
+    /// <summary>
+    /// Ends the iteration of <paramref name="optimizer"/> without stepping after a failure between
+    /// <see cref="unscale_"/> and <see cref="step"/> (e.g. clipping with <c>error_if_nonfinite</c>): the
+    /// step counts as an overflow (the scale backs off) so the next iteration starts clean.
+    /// </summary>
+    internal void AbandonIteration(optim.Optimizer optimizer)
+    {
+        if (!state.Enabled || scaleTensor is null) return;
+        if (perOptimizer.TryGetValue(optimizer, out var o) && o.FoundInfPerDevice.Count > 0)
+        {
+            o.FoundInf = true;
+            update();
+        }
+        else ResetOptimizerStates();
+    }
+
     /// <summary>Why <paramref name="state_dict"/> would not load (the core's checks), or null if it would.</summary>
     internal string? CheckState(IEnumerable<KeyValuePair<string, object?>> state_dict)
     {
@@ -261,13 +327,21 @@ public class GradScaler
         return s;
     }
 
-    /// <summary>Reads (once) whether any device flagged inf/NaN for this optimizer.</summary>
-    private static bool FoundInf(OptimizerState o)
+    /// <summary>
+    /// Combines this process's found-inf flag with the other ranks' of a data-parallel job (true
+    /// when any rank found inf/NaN), so that every rank skips or steps together; null (the default)
+    /// for a single process. Called once per optimizer per step, by every rank.
+    /// </summary>
+    public Func<bool, bool>? FoundInfReducer { get; set; }
+
+    /// <summary>Reads (once) whether any device — and, with <see cref="FoundInfReducer"/>, any rank — flagged inf/NaN for this optimizer.</summary>
+    private bool FoundInf(OptimizerState o)
     {
         if (o.FoundInf is bool known) return known;
         var sum = 0f;
         foreach (var f in o.FoundInfPerDevice) sum += f.item<float>();
-        o.FoundInf = sum != 0f;
+        var local = sum != 0f;
+        o.FoundInf = FoundInfReducer is { } reduce ? reduce(local) : local;
         return o.FoundInf.Value;
     }
 

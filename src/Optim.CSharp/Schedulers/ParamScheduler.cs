@@ -172,6 +172,13 @@ public abstract class ParamScheduler
         _target = optimizer;
         _logger = OptimLogging.CreateLogger(GetType().Name);
         var groups = optimizer.param_groups;
+        // MMEngine meets a missing key as a KeyError inside its constructor; say which key, where, and what is close.
+        // ("momentum" is MMEngine's alias of betas[0] on Adam-like optimizers; the core checks it.)
+        var missingIn = settings.ParamName == "momentum" ? default
+            : groups.Select((g, i) => (g, i)).FirstOrDefault(x => !x.g.ContainsKey(settings.ParamName));
+        if (missingIn.g is not null)
+            throw new KeyNotFoundException(
+                $"param_name: '{settings.ParamName}' is not a key of param group {missingIn.i} (its keys: {string.Join(", ", missingIn.g.Keys)}).{Suggest.didYouMean(settings.ParamName, Microsoft.FSharp.Collections.ListModule.OfSeq(missingIn.g.Keys))}");
         var outcome = ScheduleRaise.Unwrap(Schedules.attach(settings, optimizer.CoreTarget(), ToCore(groups)), stepping: false);
         Apply(outcome, groups);
         _state = outcome.State;
@@ -327,6 +334,18 @@ public static class ParamSchedulerHook
     public static void after_train_iter(IEnumerable<ParamScheduler> schedulers)
     {
         foreach (var s in schedulers) if (!s.by_epoch) s.step();
+    }
+
+    /// <summary>
+    /// As <see cref="after_train_iter(IEnumerable{ParamScheduler})"/>; with
+    /// <paramref name="advance_on_skipped_step"/> false (beyond MMEngine, whose default is to advance),
+    /// nothing steps when <paramref name="optim_wrapper"/>'s last step was skipped by <c>skip_nonfinite</c>,
+    /// so a skipped step does not consume a step of the schedule.
+    /// </summary>
+    public static void after_train_iter(IEnumerable<ParamScheduler> schedulers, OptimWrapper? optim_wrapper, bool advance_on_skipped_step = true)
+    {
+        if (!advance_on_skipped_step && optim_wrapper is { LastStepSkipped: true }) return;
+        after_train_iter(schedulers);
     }
 
     /// <summary>After a training epoch: steps every scheduler with <c>by_epoch == true</c>, in order.</summary>

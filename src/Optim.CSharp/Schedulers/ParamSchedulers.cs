@@ -38,7 +38,7 @@ public static partial class ParamSchedulers
         foreach (var (name, create) in BuiltIns())
             registry.register_module(name, (optimizer, cfg, args) =>
             {
-                var settings = ScheduleRaise.Unwrap(ScheduleConfig.parse(args.Context, args.path, cfg), stepping: false);
+                var settings = ScheduleRaise.Unwrap(ScheduleConfig.parseForConfig(args.Context, args.path, cfg), stepping: false);
                 return create(optimizer, settings);
             });
         return registry;
@@ -71,6 +71,11 @@ public static partial class ParamSchedulers
         try
         {
             return Registries.PARAM_SCHEDULERS.get(name)(optimizer, cfg, args);
+        }
+        catch (KeyNotFoundException e) when (e.Message.StartsWith("param_name: ", StringComparison.Ordinal))
+        {
+            // A param_name no group has: located at this entry.
+            throw new KeyNotFoundException(args.path + "." + e.Message, e);
         }
         catch (ParamSchedulerException e) when (e.Path.Length == 0)
         {
