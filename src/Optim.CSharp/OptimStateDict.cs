@@ -18,7 +18,7 @@ namespace Optim;
 public sealed class OptimStateDict
 {
     private static readonly byte[] Magic = Encoding.ASCII.GetBytes("OPTIMSD\0");
-    private const int FormatVersion = 1;
+    private const int FormatVersion = 2;
 
     /// <summary>PyTorch's class name of the optimizer it came from.</summary>
     public string optimizer_type { get; init; } = "";
@@ -73,28 +73,63 @@ public sealed class OptimStateDict
         return sd;
     }
 
-    /// <summary>Checks that the state fits, then applies it; on any failure restores the wrapper.</summary>
-    internal void ApplyTo(OptimWrapper wrapper)
+    /// <summary>
+    /// Checks everything that can be checked without touching the wrapper: optimizer type, group count,
+    /// parameter shapes, the optimizer state's tensors (dtype and shape per parameter), group value types,
+    /// and the counters (through the core's rule). Throws naming the first misfit.
+    /// </summary>
+    internal void Validate(OptimWrapper wrapper, string path = "")
     {
+        string At(string p) => path.Length == 0 ? p : path + "." + p;
         var optimizer = wrapper.optimizer;
         var groups = OptimizerGroups.Of(optimizer);
         var type = OptimizerGroups.PyTorchName(optimizer);
         if (optimizer_type.Length > 0 && optimizer_type != type)
-            throw new StateDictException($"state dict is for a {optimizer_type} optimizer, the wrapper holds {type}");
+            throw Misfit(At("optimizer_type"), $"state dict is for {Checkpointing.article(optimizer_type)} optimizer, the wrapper holds {type}");
         if (param_groups.Count != groups.Count)
-            throw new StateDictException($"state dict has {param_groups.Count} param groups, the optimizer has {groups.Count}");
+            throw Misfit(At("param_groups"), $"state dict has {param_groups.Count} param groups, the optimizer has {groups.Count}");
         for (int i = 0; i < groups.Count; i++)
         {
             var current = groups[i].Params;
             var saved = i < param_shapes.Count ? param_shapes[i] : null;
             if (saved is null || saved.Count != current.Count)
-                throw new StateDictException($"param_groups[{i}]: state dict has {saved?.Count ?? 0} parameters, the optimizer has {current.Count}");
+                throw Misfit(At($"param_groups[{i}].params"), $"state dict has {saved?.Count ?? 0} parameters, the optimizer has {current.Count}");
             for (int j = 0; j < current.Count; j++)
                 if (!saved[j].SequenceEqual(current[j].shape))
-                    throw new StateDictException(
-                        $"param_groups[{i}].params[{j}]: state dict shape [{string.Join(", ", saved[j])}], parameter shape [{string.Join(", ", current[j].shape)}]");
+                    throw Misfit(At($"param_groups[{i}].params[{j}]"),
+                        $"shape [{string.Join(", ", saved[j])}] where the parameter has shape [{string.Join(", ", current[j].shape)}]");
+            foreach (var (key, value) in param_groups[i])
+            {
+                if (key == "params" || !groups[i].ContainsKey(key)) continue;
+                if (!SameKind(groups[i][key], value))
+                    throw Misfit(At($"param_groups[{i}].{key}"), $"{Py.Repr(value)} where the optimizer's '{key}' is {Py.Repr(groups[i][key])}");
+            }
         }
+        if (inner_count is null) throw Misfit(At("inner_count"), "missing");
+        wrapper.CheckCounters(inner_count.Value, max_counts ?? -1, At(""));
+        if (optimizer_state is not null) OptimizerStateCheck.Validate(optimizer, optimizer_state, At("optimizer_state"));
+        else if (optimizer is OptimizerHelper && optimizer_type.Length > 0)
+            throw Misfit(At("optimizer_state"), $"missing: the state has no optimizer state, the {type} optimizer has one");
+    }
 
+    private static StateDictException Misfit(string path, string message) =>
+        new CheckpointException(path.TrimEnd('.'), message);
+
+    /// <summary>Whether a saved group value has the kind (number, bool, pair, text) of the live one.</summary>
+    private static bool SameKind(object? live, object? saved) => live switch
+    {
+        double or float or long or int => saved is double or float or long or int,
+        bool => saved is bool,
+        ValueTuple<double, double> => saved is ValueTuple<double, double> || saved is IList<object?> { Count: 2 } l && l.All(x => x is double or long),
+        null => true,
+        _ => true,
+    };
+
+    /// <summary>Validates, then applies; on any failure while applying restores the wrapper.</summary>
+    internal void ApplyTo(OptimWrapper wrapper)
+    {
+        wrapper.ValidateState(this, "");
+        var groups = OptimizerGroups.Of(wrapper.optimizer);
         var before = Capture(wrapper);
         try
         {
@@ -106,6 +141,9 @@ public sealed class OptimStateDict
             throw ex as StateDictException ?? new StateDictException($"state dict could not be loaded: {ex.Message}", ex);
         }
     }
+
+    /// <summary>Applies a validated state (no checks).</summary>
+    internal void Apply(OptimWrapper wrapper) => Apply(wrapper, OptimizerGroups.Of(wrapper.optimizer));
 
     private void Apply(OptimWrapper wrapper, IReadOnlyList<IParamGroup> groups)
     {
@@ -171,72 +209,110 @@ public sealed class OptimStateDict
         ["has_optimizer_state"] = optimizer_state is not null,
     });
 
-    /// <summary>Writes the state to a stream.</summary>
-    public void save(Stream stream)
+    /// <summary>The payload inside the checked envelope: lossless JSON header, then the optimizer's bytes.</summary>
+    internal byte[] ToBytes()
     {
-        using var w = new BinaryWriter(stream, Encoding.UTF8, leaveOpen: true);
-        w.Write(Magic);
-        w.Write(FormatVersion);
-        var header = Encoding.UTF8.GetBytes(ToJson(indented: false));
-        w.Write(header.Length);
-        w.Write(header);
-        w.Write((long)(optimizer_state?.Length ?? -1));
-        if (optimizer_state is not null) w.Write(optimizer_state);
+        using var ms = new MemoryStream();
+        using (var w = new BinaryWriter(ms, Encoding.UTF8, leaveOpen: true))
+        {
+            var header = Encoding.UTF8.GetBytes(PyJson.writeLossless(Header()));
+            w.Write(header.Length);
+            w.Write(header);
+            w.Write((long)(optimizer_state?.Length ?? -1));
+            if (optimizer_state is not null) w.Write(optimizer_state);
+        }
+        return ms.ToArray();
     }
 
-    /// <summary>Writes the state to a file.</summary>
-    public void save(string path)
+    /// <summary>Reads what <see cref="ToBytes"/> wrote (already checksum-verified).</summary>
+    internal static OptimStateDict FromBytes(ReadOnlySpan<byte> bytes, string path = "")
     {
-        using var f = File.Create(path);
-        save(f);
-    }
-
-    /// <summary>Reads a state written by <see cref="save(Stream)"/>.</summary>
-    /// <exception cref="StateDictException">The data is not an Optim state dict or is corrupt.</exception>
-    public static OptimStateDict load(Stream stream)
-    {
+        StateDictException Corrupt(string m) => new CheckpointException(path, $"corrupt state dict: {m}");
+        var data = bytes.ToArray();
         try
         {
-            using var r = new BinaryReader(stream, Encoding.UTF8, leaveOpen: true);
-            if (!r.ReadBytes(Magic.Length).SequenceEqual(Magic)) throw new StateDictException("not an Optim state dict (bad magic)");
-            var version = r.ReadInt32();
-            if (version != FormatVersion) throw new StateDictException($"unsupported state dict version {version}");
+            using var r = new BinaryReader(new MemoryStream(data, writable: false), Encoding.UTF8);
             var headerLength = r.ReadInt32();
-            if (headerLength < 0 || headerLength > stream.Length) throw new StateDictException("corrupt state dict header");
+            if (headerLength < 0 || headerLength > data.Length - 4) throw Corrupt($"header length {headerLength}");
             var json = Encoding.UTF8.GetString(r.ReadBytes(headerLength));
-            var parsed = PyJson.parse(json);
-            if (parsed.IsError) throw new StateDictException($"corrupt state dict header: {parsed.ErrorValue}");
+            var parsed = PyJson.parseLossless(json);
+            if (parsed.IsError) throw Corrupt($"header: {parsed.ErrorValue}");
             var header = Py.FromPy(parsed.ResultValue) as OrderedDictionary<string, object?>
-                ?? throw new StateDictException("corrupt state dict header: not an object");
+                ?? throw Corrupt("header is not an object");
             var stateLength = r.ReadInt64();
             byte[]? state = null;
             if (stateLength >= 0)
             {
-                state = r.ReadBytes(checked((int)stateLength));
-                if (state.Length != stateLength) throw new StateDictException("truncated state dict");
+                if (stateLength > data.Length - r.BaseStream.Position) throw Corrupt("optimizer state runs past the end");
+                state = r.ReadBytes((int)stateLength);
             }
-            return FromHeader(header, state);
+            if (r.BaseStream.Position != data.Length) throw Corrupt($"{data.Length - r.BaseStream.Position} bytes after the optimizer state");
+            return FromHeader(header, state, path);
         }
         catch (StateDictException) { throw; }
-        catch (Exception ex) { throw new StateDictException($"corrupt state dict: {ex.Message}", ex); }
+        catch (Exception ex) { throw new CheckpointException(path, $"corrupt state dict: {ex.Message}", ex); }
     }
 
-    /// <summary>Reads a state from a file.</summary>
+    /// <summary>
+    /// Writes the state to a stream: a checked envelope (magic, format version, length, SHA-256) around
+    /// the state, so that <see cref="load(Stream)"/> rejects any truncation or corruption.
+    /// </summary>
+    public void save(Stream stream)
+    {
+        ArgumentNullException.ThrowIfNull(stream);
+        var payload = ToBytes();
+        CheckedFile.Write(stream, Magic, FormatVersion, payload.LongLength, s => s.Write(payload));
+    }
+
+    /// <summary>
+    /// Writes the state to a file atomically: a temporary file in the same folder, flushed to disk, then
+    /// renamed over <paramref name="path"/>. A failure at any point leaves the previous file intact.
+    /// </summary>
+    public void save(string path)
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        var payload = ToBytes();
+        CheckedFile.WriteAtomically(path, f => CheckedFile.Write(f, Magic, FormatVersion, payload.LongLength, s => s.Write(payload)));
+    }
+
+    /// <summary>
+    /// Reads a state written by <see cref="save(Stream)"/> from the stream's position (seekable or not,
+    /// e.g. a GZipStream), verifying its checksum first. Reads exactly the state's bytes.
+    /// </summary>
+    /// <exception cref="StateDictException">The data is not an Optim state dict, another format version,
+    /// truncated, or corrupt (checksum mismatch).</exception>
+    public static OptimStateDict load(Stream stream)
+    {
+        ArgumentNullException.ThrowIfNull(stream);
+        var payload = CheckedFile.Read(stream, Magic, "state dict", FormatVersion, m => new CheckpointException("", m));
+        return FromBytes(payload);
+    }
+
+    /// <summary>Reads a state from a file (see <see cref="load(Stream)"/>).</summary>
     public static OptimStateDict load(string path)
     {
         using var f = File.OpenRead(path);
         return load(f);
     }
 
-    private static OptimStateDict FromHeader(OrderedDictionary<string, object?> h, byte[]? state)
+    private static OptimStateDict FromHeader(OrderedDictionary<string, object?> h, byte[]? state, string path)
     {
-        T Get<T>(string key) => h.TryGetValue(key, out var v) && v is T t ? t : throw new StateDictException($"state dict header: '{key}' missing or malformed");
+        StateDictException Bad(string key, string what) => new CheckpointException(path.Length == 0 ? key : path + "." + key, what);
+        T Get<T>(string key) => h.TryGetValue(key, out var v) && v is T t ? t : throw Bad(key, "missing or malformed");
         var groups = Get<List<object?>>("param_groups").Select((g, i) =>
-            g as OrderedDictionary<string, object?> ?? throw new StateDictException($"state dict header: param_groups[{i}] is not an object")).ToList();
+            g as OrderedDictionary<string, object?> ?? throw Bad($"param_groups[{i}]", "not an object")).ToList();
         var shapes = Get<List<object?>>("param_shapes").Select((g, i) =>
-            (g as List<object?> ?? throw new StateDictException($"state dict header: param_shapes[{i}] is not a list"))
-            .Select(s => (s as List<object?> ?? throw new StateDictException($"state dict header: param_shapes[{i}] holds a non-list"))
-                .Select(Convert.ToInt64).ToArray()).ToList()).ToList();
+            (g as List<object?> ?? throw Bad($"param_shapes[{i}]", "not a list"))
+            .Select((s, j) => (s as List<object?> ?? throw Bad($"param_shapes[{i}][{j}]", "not a list"))
+                .Select(x => x is long l ? l : throw Bad($"param_shapes[{i}][{j}]", "not a list of integers")).ToArray()).ToList()).ToList();
+        int? Counter(string key)
+        {
+            if (!h.TryGetValue(key, out var v) || v is null) return null;
+            if (v is not long l) throw Bad(key, $"must be an integer, got {Py.Repr(v)}");
+            // Out-of-range values are kept out of int by the core's check at load time: report them there.
+            if (l < int.MinValue || l > int.MaxValue) throw Bad(key, $"{l} is out of range");
+            return (int)l;
+        }
         return new OptimStateDict
         {
             optimizer_type = Get<string>("optimizer_type"),
@@ -244,8 +320,8 @@ public sealed class OptimStateDict
             param_groups = groups,
             param_shapes = shapes,
             base_param_settings = h.TryGetValue("base_param_settings", out var b) ? b as OrderedDictionary<string, object?> : null,
-            inner_count = h.TryGetValue("inner_count", out var ic) && ic is long icl ? (int)icl : null,
-            max_counts = h.TryGetValue("max_counts", out var mc) && mc is long mcl ? (int)mcl : null,
+            inner_count = Counter("inner_count"),
+            max_counts = Counter("max_counts"),
             entries = h.TryGetValue("entries", out var e) && e is OrderedDictionary<string, object?> ed ? ed : new(),
         };
     }

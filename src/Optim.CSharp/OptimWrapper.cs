@@ -481,11 +481,18 @@ public class OptimWrapper : BaseOptimWrapper
 
     internal (int Inner, int Max) Counters => (_counts.Inner, _counts.Max);
 
-    internal void RestoreCounters(int inner, int max)
+    /// <summary>Checks restored counters with the core's rule; throws naming the counter.</summary>
+    internal void CheckCounters(long inner, long max, string path)
     {
-        var restored = Accumulation.initialize(false, inner, max, _counts).Item1;
-        _counts = max == -1 ? new Accumulation.Counts(_counts.Accumulative, inner, -1, -1) : restored;
+        var r = Accumulation.restore(inner, max, _counts);
+        if (r.IsError)
+            throw new CheckpointException(path + (r.ErrorValue.Message.StartsWith("max_counts") ? "max_counts" : "inner_count"), r.ErrorValue.Message);
     }
+
+    internal void RestoreCounters(int inner, int max) => _counts = Raise.Unwrap(Accumulation.restore(inner, max, _counts));
+
+    /// <summary>Every check of a state against this wrapper, without changing anything (subclasses add theirs).</summary>
+    internal virtual void ValidateState(OptimStateDict state, string path) => state.Validate(this, path);
 
     internal void ReplaceBaseParamSettings(PlainParamGroup? group) => _baseParamSettings = group;
 

@@ -118,15 +118,37 @@ public class OptimWrapperDict : OptimWrapper, IReadOnlyDictionary<string, OptimW
 
     /// <summary>
     /// Loads each named state into the wrapper of that name; wrappers the dict does not name are left as
-    /// they are.
+    /// they are. All or nothing: every state is checked against its wrapper before any is applied, and
+    /// if applying one fails the ones already applied are restored.
     /// </summary>
     /// <exception cref="KeyNotFoundException">A name that is not in this dict ("Mismatched `state_dict`!").</exception>
+    /// <exception cref="StateDictException">A state does not fit its wrapper (the message names the wrapper); nothing was changed.</exception>
     public void load_state_dict(IReadOnlyDictionary<string, OptimStateDict> state_dict)
     {
+        ArgumentNullException.ThrowIfNull(state_dict);
         foreach (var name in state_dict.Keys)
             if (!_wrappers.ContainsKey(name))
                 throw new KeyNotFoundException($"Mismatched `state_dict`! cannot found {name} in OptimWrapperDict");
-        foreach (var (name, sd) in state_dict) _wrappers[name].load_state_dict(sd);
+        foreach (var (name, sd) in state_dict) _wrappers[name].ValidateState(sd, name);
+        var applied = new List<(OptimWrapper Wrapper, OptimStateDict Before)>();
+        try
+        {
+            foreach (var (name, sd) in state_dict)
+            {
+                var w = _wrappers[name];
+                var before = w.state_dict();
+                w.load_state_dict(sd);
+                applied.Add((w, before));
+            }
+        }
+        catch
+        {
+            for (int i = applied.Count - 1; i >= 0; i--)
+            {
+                try { applied[i].Wrapper.load_state_dict(applied[i].Before); } catch { /* report the original error */ }
+            }
+            throw;
+        }
     }
 
     /// <summary>Not supported: a single state cannot be loaded into several wrappers; use the dictionary overload.</summary>

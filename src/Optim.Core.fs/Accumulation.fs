@@ -61,3 +61,20 @@ let shouldUpdate (c: Counts) = c.Inner % c.Accumulative = 0 || c.Inner = c.Max
 
 /// Whether the coming backward should synchronise gradients (before its increment).
 let shouldSync (c: Counts) = (c.Inner + 1) % c.Accumulative = 0 || c.Inner + 1 = c.Max
+
+/// The counters restored from a saved state (`inner_count`, `max_counts`, read as 64-bit integers so
+/// that out-of-range values are caught rather than wrapped): `inner` must lie in [0, 2^31 − 1],
+/// `max` is -1 (length unknown) or in [0, 2^31 − 1], and a known length cannot be behind the count.
+/// The remainder is recomputed from `max`, as `initialize` does.
+let restore (inner: int64) (maxCounts: int64) (c: Counts) : Result<Counts, RuleError> =
+    let limit = int64 System.Int32.MaxValue
+    if inner < 0L || inner > limit then
+        Error(RuleError.value (sprintf "inner_count must be an integer in [0, %d], got %d" limit inner))
+    elif maxCounts < -1L || maxCounts > limit then
+        Error(RuleError.value (sprintf "max_counts must be -1 (unknown) or an integer in [0, %d], got %d" limit maxCounts))
+    elif maxCounts >= 0L && inner > maxCounts then
+        Error(RuleError.value (sprintf "inner_count %d is past max_counts %d" inner maxCounts))
+    elif maxCounts = -1L then
+        Ok { c with Inner = int inner; Max = -1; Remainder = -1 }
+    else
+        Ok(fst (initialize false (int inner) (int maxCounts) c))

@@ -270,6 +270,22 @@ let private intEntry kvs key =
         | PyValue.Int i -> Ok i
         | other -> Error(RuleError.typeError (sprintf "GradScaler state dict: '%s' should be an integer, got %s" key (PyFormat.repr other))))
 
+/// The checks a loaded scaler state must pass (torch checks none; a state that fails them would make
+/// every later step skip, overflow or never grow): a positive finite scale that float32 holds, a
+/// growth factor > 1, a backoff factor in (0, 1), a growth interval ≥ 1 and a tracker in
+/// [0, growth_interval).
+let checkLoaded (scale: float) (growth: float) (backoff: float) (interval: int64) (tracker: int64) : Result<unit, RuleError> =
+    let bad (key: string) (what: string) (v: string) =
+        Error(RuleError.value (sprintf "GradScaler state dict: '%s' must be %s, got %s" key what v))
+    if not (Double.IsFinite scale && scale > 0.0 && Single.IsFinite(float32 scale) && float32 scale > 0.0f) then
+        bad "scale" "a positive finite float32" (PyFormat.float scale)
+    elif not (Double.IsFinite growth && growth > 1.0) then bad "growth_factor" "a finite number > 1" (PyFormat.float growth)
+    elif not (backoff > 0.0 && backoff < 1.0) then bad "backoff_factor" "a number in (0, 1)" (PyFormat.float backoff)
+    elif interval < 1L then bad "growth_interval" "an integer >= 1" (string interval)
+    elif tracker < 0L || tracker >= interval then
+        bad "_growth_tracker" (sprintf "an integer in [0, growth_interval) = [0, %d)" interval) (string tracker)
+    else Ok()
+
 /// `load_state_dict(sd)`: the state `s` with the five entries of `sd` (other entries are ignored, as
 /// in torch). A disabled scaler ignores the dict; an empty dict is an error (it was saved from a
 /// disabled scaler); a missing entry is a key error.
@@ -290,13 +306,15 @@ let ofStateDict (sd: PyValue) (s: State) : Result<State, RuleError> =
                         intEntry kvs "growth_interval"
                         |> Result.bind (fun interval ->
                             intEntry kvs "_growth_tracker"
-                            |> Result.map (fun tracker ->
-                                { s with
-                                    Scale = float32 scale
-                                    GrowthFactor = growth
-                                    BackoffFactor = backoff
-                                    GrowthInterval = interval
-                                    Tracker = int tracker })))))
+                            |> Result.bind (fun tracker ->
+                                checkLoaded scale growth backoff interval tracker
+                                |> Result.map (fun () ->
+                                    { s with
+                                        Scale = float32 scale
+                                        GrowthFactor = growth
+                                        BackoffFactor = backoff
+                                        GrowthInterval = interval
+                                        Tracker = int tracker }))))))
         | other -> Error(RuleError.typeError (sprintf "GradScaler state dict should be a dict, got %s" (PyValue.kind other)))
 
 // ------------------------------------------------------------------------------------------------

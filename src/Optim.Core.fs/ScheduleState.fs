@@ -241,9 +241,28 @@ let load (current: State) (sd: PyValue) : Result<State, ScheduleError> =
     match sd, toPy current with
     | PyValue.Dict given, PyValue.Dict mine ->
         let d = given |> List.fold (fun acc (k, v) -> PyValue.set k v acc) mine
+        let unknown = given |> List.map fst |> List.filter (fun k -> not (mine |> List.exists (fun (m, _) -> m = k)))
         result {
+            do!
+                match unknown with
+                | [] -> Ok()
+                | ks ->
+                    Error(
+                        ScheduleError.typeError (
+                            sprintf "state_dict has %s, which a %s does not have: it was saved from another kind of scheduler"
+                                (String.Join(", ", ks |> List.map (sprintf "'%s'"))) current.Scheduler.TypeName
+                        )
+                    )
             let! rule = ruleOf current.Scheduler.Rule d
             let! paramName = textOf d "param_name"
+            do!
+                if paramName = current.Scheduler.ParamName then Ok()
+                else
+                    Error(
+                        ScheduleError.typeError (
+                            sprintf "state_dict schedules '%s', this %s schedules '%s'" paramName current.Scheduler.TypeName current.Scheduler.ParamName
+                        )
+                    )
             let! b = int64Of d "begin"
             let! e = int64Of d "end"
             let! byEpoch = boolOf d "by_epoch"

@@ -140,16 +140,31 @@ let tests =
                         "{'scale': 1024.0, 'growth_factor': 3.0, 'backoff_factor': 0.25, 'growth_interval': 7, '_growth_tracker': 4}" "loaded"
                 | Error e -> failtest e.Message
             }
-            testPropertyWithConfig { FsCheckConfig.defaultConfig with maxTest = 200 } "state dict round-trips"
-                (fun (scale: NormalFloat) (growth: NormalFloat) (backoff: NormalFloat) (interval: int) (tracker: NonNegativeInt) ->
+            testPropertyWithConfig { FsCheckConfig.defaultConfig with maxTest = 200 } "every valid state dict round-trips"
+                (fun (scale: PositiveInt) (growthAbove1: PositiveInt) (backoffPct: PositiveInt) (interval: PositiveInt) (tracker: NonNegativeInt) ->
                     let s =
                         { fresh () with
-                            Scale = float32 scale.Get
-                            GrowthFactor = growth.Get
-                            BackoffFactor = backoff.Get
-                            GrowthInterval = int64 interval
-                            Tracker = tracker.Get }
+                            Scale = float32 scale.Get / 8.0f
+                            GrowthFactor = 1.0 + float growthAbove1.Get / 100.0
+                            BackoffFactor = float (backoffPct.Get % 99 + 1) / 100.0
+                            GrowthInterval = int64 interval.Get
+                            Tracker = tracker.Get % interval.Get }
                     ofStateDict (toStateDict s) (fresh ()) = Ok s)
+            testPropertyWithConfig { FsCheckConfig.defaultConfig with maxTest = 200 } "a state dict with one bad value is refused, naming the entry"
+                (fun (which: NonNegativeInt) (pick: NonNegativeInt) ->
+                    let good = [ "scale", PyValue.Float 1024.0; "growth_factor", PyValue.Float 2.0; "backoff_factor", PyValue.Float 0.5
+                                 "growth_interval", PyValue.Int 10L; "_growth_tracker", PyValue.Int 3L ]
+                    let bad =
+                        [| "scale", [ 0.0; -1.0; nan; infinity; -infinity; 1e39 ] |> List.map PyValue.Float
+                           "growth_factor", [ 1.0; 0.1; nan; infinity ] |> List.map PyValue.Float
+                           "backoff_factor", [ 0.0; 1.0; 1.5; -0.5; nan ] |> List.map PyValue.Float
+                           "growth_interval", [ 0L; -3L ] |> List.map PyValue.Int
+                           "_growth_tracker", [ -1L; 10L; 11L ] |> List.map PyValue.Int |]
+                    let key, values = bad.[which.Get % bad.Length]
+                    let value = values.[pick.Get % values.Length]
+                    match ofStateDict (PyValue.Dict(PyValue.set key value good)) (fresh ()) with
+                    | Error e -> e.Kind = ErrorKind.Value && e.Message.Contains(sprintf "'%s'" key)
+                    | Ok _ -> false)
         ]
 
         testList "loss_scale (SPEC §2.1)" [

@@ -5,11 +5,7 @@ open Expecto.Impl
 
 /// Runs every [<Tests>] in this assembly, sequenced (TorchSharp's RNG and autocast state are
 /// process/thread global), and ends with the line CI reads: `N passed, N failed`.
-[<EntryPoint>]
-let main argv =
-  // Under mpirun, this assembly is the 2-rank tests' worker (see DataParallelScenarios.worker).
-  if argv.Length >= 1 && argv.[0] = "--ddp-worker" then DataParallelScenarios.worker argv.[1..]
-  else
+let private runSuite argv =
     let mutable closing = ""
     let printer =
         { defaultConfig.printer with
@@ -31,3 +27,13 @@ let main argv =
     // On a line of its own (Expecto may leave a colour reset code on the current one).
     printfn "\n%s" closing
     code
+
+/// The suite, or one of the child processes tests start: the 2-rank tests' worker under mpirun (see
+/// DataParallelScenarios.worker), the checkpoint resume matrix, the save loop that gets killed.
+[<EntryPoint>]
+let main argv =
+    match argv with
+    | _ when argv.Length >= 1 && argv.[0] = "--ddp-worker" -> DataParallelScenarios.worker argv.[1..]
+    | [| "--checkpoint-resume-child"; plan |] -> Optim.Tests.ResumeMatrix.child plan
+    | [| "--checkpoint-save-loop"; path |] -> Optim.Tests.ResumeMatrix.saveLoop path
+    | _ -> runSuite argv

@@ -173,27 +173,17 @@ public class AmpOptimWrapper : OptimWrapper
 
     /// <summary>
     /// Loads a state from <see cref="state_dict"/>; a state without <c>loss_scaler</c> (a plain
-    /// <see cref="OptimWrapper"/>'s) leaves the scaler as it is. The caller's object is not modified.
+    /// <see cref="OptimWrapper"/>'s) leaves the scaler as it is. Everything is checked first (the
+    /// scaler's five values too: a positive finite scale, growth factor &gt; 1, backoff factor in (0, 1),
+    /// growth interval ≥ 1, tracker below the interval). The caller's object is not modified.
     /// </summary>
     /// <exception cref="StateDictException">The state does not fit; the wrapper and its scaler are left unchanged.</exception>
     public override void load_state_dict(OptimStateDict state)
     {
-        if (!state.entries.TryGetValue("loss_scaler", out var saved))
-        {
-            base.load_state_dict(state);
-            return;
-        }
-        var scalerState = saved as IEnumerable<KeyValuePair<string, object?>>
-            ?? throw new StateDictException("loss_scaler: the entry is not a dict");
+        ValidateState(state, "");
         var before = loss_scaler.state_dict();
-        try
-        {
-            loss_scaler.load_state_dict(scalerState);
-        }
-        catch (Exception ex) when (ex is InvalidOperationException or KeyNotFoundException or ArgumentException)
-        {
-            throw new StateDictException($"loss_scaler: {ex.Message}", ex);
-        }
+        if (state.entries.TryGetValue("loss_scaler", out var saved))
+            loss_scaler.load_state_dict((IEnumerable<KeyValuePair<string, object?>>)saved!);
         try
         {
             base.load_state_dict(state);
@@ -203,6 +193,17 @@ public class AmpOptimWrapper : OptimWrapper
             if (before.Count > 0) loss_scaler.load_state_dict(before);
             throw;
         }
+    }
+
+    internal override void ValidateState(OptimStateDict state, string path)
+    {
+        base.ValidateState(state, path);
+        if (!state.entries.TryGetValue("loss_scaler", out var saved)) return;
+        var at = path.Length == 0 ? "entries.loss_scaler" : path + ".entries.loss_scaler";
+        if (saved is not IEnumerable<KeyValuePair<string, object?>> scalerState)
+            throw new CheckpointException(at, "the entry is not a dict");
+        var error = loss_scaler.CheckState(scalerState);
+        if (error is not null) throw new CheckpointException(at, error);
     }
 
     private string DeviceTypeOf(nn.Module model)

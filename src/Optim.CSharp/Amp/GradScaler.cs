@@ -314,6 +314,13 @@ public class GradScaler
         else ResetOptimizerStates();
     }
 
+    /// <summary>Why <paramref name="state_dict"/> would not load (the core's checks), or null if it would.</summary>
+    internal string? CheckState(IEnumerable<KeyValuePair<string, object?>> state_dict)
+    {
+        var r = LossScaling.ofStateDict(PyValue.NewDict(Py.ToPyDict(state_dict)), state);
+        return r.IsError ? r.ErrorValue.Message : null;
+    }
+
     private OptimizerState StateOf(optim.Optimizer optimizer)
     {
         if (!perOptimizer.TryGetValue(optimizer, out var s)) perOptimizer[optimizer] = s = new OptimizerState();

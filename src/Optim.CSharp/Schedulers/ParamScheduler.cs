@@ -275,13 +275,30 @@ public abstract class ParamScheduler
     public OrderedDictionary<string, object?> state_dict() =>
         (OrderedDictionary<string, object?>)Py.FromPy(ScheduleState.toPy(_state))!;
 
-    /// <summary>MMEngine's <c>load_state_dict(sd)</c>: the given entries replace the scheduler's (<c>__dict__.update</c>).</summary>
-    /// <exception cref="ArgumentException">An entry has the wrong type.</exception>
+    /// <summary>
+    /// MMEngine's <c>load_state_dict(sd)</c>: the given entries replace the scheduler's (<c>__dict__.update</c>).
+    /// Unlike MMEngine, a state saved from another kind of scheduler (a LinearLR state into a
+    /// CosineAnnealingLR) or for another parameter (<c>momentum</c> into an <c>lr</c> schedule) is refused.
+    /// Nothing changes when it throws.
+    /// </summary>
+    /// <exception cref="ArgumentException">An entry has the wrong type, or the state is another scheduler's.</exception>
     public void load_state_dict(IEnumerable<KeyValuePair<string, object?>> state_dict)
     {
         ArgumentNullException.ThrowIfNull(state_dict);
-        _state = ScheduleRaise.Unwrap(ScheduleState.load(_state, Py.ToPy(state_dict)), stepping: true);
+        _state = CheckState(state_dict, "");
     }
+
+    /// <summary>The state <paramref name="state_dict"/> would give this scheduler (nothing changes), or an exception.</summary>
+    internal Schedules.State CheckState(IEnumerable<KeyValuePair<string, object?>> state_dict, string path)
+    {
+        var loaded = ScheduleRaise.Unwrap(ScheduleState.load(_state, Py.ToPy(state_dict)), stepping: true);
+        var fit = Checkpointing.checkScheduler(path, loaded.Scheduler.TypeName, loaded.Scheduler.ParamName, TypeName, param_name);
+        if (fit.IsError) throw new CheckpointException(fit.ErrorValue.Path, fit.ErrorValue.Message);
+        return loaded;
+    }
+
+    /// <summary>Replaces the state with one returned by <see cref="CheckState"/>.</summary>
+    internal void RestoreState(Schedules.State state) => _state = state;
 
     /// <inheritdoc />
     public override string ToString() => $"{TypeName}(param_name={param_name}, begin={begin}, end={end}, last_step={last_step}, by_epoch={by_epoch})";
