@@ -1,7 +1,9 @@
 // Optim's build script: plain F# (FAKE does not restore here).
 //   dotnet fsi build.fsx build     restore and build the solution (the native-load fix runs as part of it)
 //   dotnet fsi build.fsx test      build, then run the Expecto suite in tests/props
-//   dotnet fsi build.fsx bench     run the BenchmarkDotNet suite in bench/ (Release)
+//   dotnet fsi build.fsx bench     run the BenchmarkDotNet suite in bench/ (Release, short job), then a 1,000-step memory run
+//   dotnet fsi build.fsx bench --smoke   every benchmark once (dry job, optimizer steps on 100 k parameters) and a 20-step memory run
+//   dotnet fsi build.fsx bench <args>    passes BenchmarkDotNet arguments
 //   dotnet fsi build.fsx pack      pack Optim.Core and Optim (+ .snupkg symbols) into ./artifacts, the local feed
 open System
 open System.Diagnostics
@@ -33,7 +35,15 @@ let test (extra: string) =
 match fsi.CommandLineArgs |> Array.toList |> List.tail with
 | [] | [ "build" ] -> build ()
 | "test" :: rest -> test (String.Join(" ", rest))
-| [ "bench" ] -> run "dotnet" "run -c Release --project bench -- --filter *" |> exit
+| [ "bench" ] ->
+    run "dotnet" "run -c Release --project bench -- --filter * --job short" |> orFail
+    run "dotnet" "run -c Release --no-build --project bench -- memory 1000 bfloat16 library" |> exit
+| [ "bench"; "--smoke" ] ->
+    // Everything runs once, nothing more (the step harness on 100 k parameters).
+    Environment.SetEnvironmentVariable("OPTIM_BENCH_SMOKE", "1")
+    run "dotnet" "run -c Release --project bench -- --filter * --job dry" |> orFail
+    run "dotnet" "run -c Release --no-build --project bench -- memory 20 bfloat16 library mlp 8" |> exit
+| "bench" :: args -> run "dotnet" ("run -c Release --project bench -- " + String.Join(" ", args)) |> exit
 | [ "pack" ] ->
     // The two packages only (the solution's other projects are not packable): Optim.Core, then Optim.
     for project in [ "src/Optim.Core.fs"; "src/Optim.CSharp" ] do

@@ -2,10 +2,14 @@ using BenchmarkDotNet.Running;
 
 // Data-parallel measurements: a plain harness under mpirun (see DataParallelBench).
 if (args.Length > 0 && args[0] == "--ddp") return Optim.Bench.DataParallelBench.Run(args);
+// Optimizer steps timed with thread CPU time, for a quick look while developing (see QuickSteps).
+if (args.Length > 0 && args[0] == "--quick-steps") { Optim.Bench.QuickSteps.Run(args); return 0; }
 
 // dotnet run -c Release --project bench -- --filter '*' --job short
+// dotnet run -c Release --project bench -- memory 1000 bfloat16 library     (resident memory over a run; see MemoryRun)
 // Benchmarks run in-process: BenchmarkDotNet's generated out-of-process project does not carry the
 // libtorch package reference TorchSharp checks for at start-up (it fails with NotSupportedException).
+if (args.Length > 0 && args[0] == "memory") return Optim.Bench.MemoryRun.Run(args[1..]);
 var withInProcess = args.Contains("--inProcess") || args.Contains("-i") ? args : args.Append("--inProcess").ToArray();
 BenchmarkSwitcher.FromAssembly(typeof(Optim.Bench.UnscaleBenchmarks).Assembly).Run(withInProcess);
 return 0;

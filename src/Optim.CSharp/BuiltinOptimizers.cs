@@ -12,6 +12,9 @@ namespace Optim;
 /// PyTorch's optimizer construction on TorchSharp: <c>OptimizerClass(param_groups, **kwargs)</c> where
 /// each group's missing hyper-parameters come from the keyword arguments and then PyTorch's defaults,
 /// a parameter in two groups is an error, and extra group keys (<c>lr_mult</c>, ...) are kept.
+/// The optimizers are Optim's (<see cref="Torch"/> namespace): TorchSharp's classes with PyTorch 2.x's
+/// <c>step</c> — libtorch's fused kernels for SGD, Adam, AdamW and Adagrad — honouring PyTorch's
+/// <c>foreach</c> and <c>fused</c> keyword arguments; LBFGS is TorchSharp's native one.
 /// </summary>
 public static class BuiltinOptimizers
 {
@@ -69,31 +72,33 @@ public static class BuiltinOptimizers
         double D(string key) => ToDouble(key, defaults[key]);
         bool B(string key) => defaults[key] is bool b ? b : throw new ArgumentException($"'{key}' expects true or false, got {Py.Repr(defaults[key])}");
         (double, double) P(string key) => ToPair(key, defaults[key]);
+        // PyTorch's implementation switches (Optim's optimizers honour them; null = the fastest proven-equal one).
+        bool? fe = kwargs.GetValueOrDefault("foreach") as bool?, fu = kwargs.GetValueOrDefault("fused") as bool?;
 
         Optimizer optimizer = name switch
         {
             "SGD" => Build(name, groups, (ps, o) => new SGD.ParamGroup(ps, o), () => new SGD.Options(),
-                gs => torch.optim.SGD(gs, D("lr"), D("momentum"), D("dampening"), D("weight_decay"), B("nesterov"), B("maximize"))),
+                gs => new Torch.SGD(gs, D("lr"), D("momentum"), D("dampening"), D("weight_decay"), B("nesterov"), B("maximize"), fe, fu)),
             "Adam" => Build(name, groups, (ps, o) => new Adam.ParamGroup(ps, o), () => new Adam.Options(),
-                gs => torch.optim.Adam(gs, D("lr"), P("betas").Item1, P("betas").Item2, D("eps"), D("weight_decay"), B("amsgrad"), B("maximize"))),
+                gs => new Torch.Adam(gs, D("lr"), P("betas").Item1, P("betas").Item2, D("eps"), D("weight_decay"), B("amsgrad"), B("maximize"), fe, fu)),
             "AdamW" => Build(name, groups, (ps, o) => new AdamW.ParamGroup(ps, o), () => new AdamW.Options(),
-                gs => torch.optim.AdamW(gs, D("lr"), P("betas").Item1, P("betas").Item2, D("eps"), D("weight_decay"), B("amsgrad"), B("maximize"))),
+                gs => new Torch.AdamW(gs, D("lr"), P("betas").Item1, P("betas").Item2, D("eps"), D("weight_decay"), B("amsgrad"), B("maximize"), fe, fu)),
             "Adagrad" => Build(name, groups, (ps, o) => new Adagrad.ParamGroup(ps, o), () => new Adagrad.Options(),
-                gs => torch.optim.Adagrad(gs, D("lr"), D("lr_decay"), D("weight_decay"), D("initial_accumulator_value"), D("eps"))),
+                gs => new Torch.Adagrad(gs, D("lr"), D("lr_decay"), D("weight_decay"), D("initial_accumulator_value"), D("eps"), fe, fu)),
             "Adadelta" => Build(name, groups, (ps, o) => new Adadelta.ParamGroup(ps, o), () => new Adadelta.Options(),
-                gs => torch.optim.Adadelta(gs, D("lr"), D("rho"), D("eps"), D("weight_decay"), B("maximize"))),
+                gs => new Torch.Adadelta(gs, D("lr"), D("rho"), D("eps"), D("weight_decay"), B("maximize"), fe, fu)),
             "Adamax" => Build(name, groups, (ps, o) => new Adamax.ParamGroup(ps, o), () => new Adamax.Options(),
-                gs => torch.optim.Adamax(gs, D("lr"), P("betas").Item1, P("betas").Item2, D("eps"), D("weight_decay"))),
+                gs => new Torch.Adamax(gs, D("lr"), P("betas").Item1, P("betas").Item2, D("eps"), D("weight_decay"), fe, fu)),
             "ASGD" => Build(name, groups, (ps, o) => new ASGD.ParamGroup(ps, o), () => new ASGD.Options(),
-                gs => torch.optim.ASGD(gs, D("lr"), D("lambd"), D("alpha"), D("t0"), D("weight_decay"), B("maximize"))),
+                gs => new Torch.ASGD(gs, D("lr"), D("lambd"), D("alpha"), D("t0"), D("weight_decay"), B("maximize"), fe, fu)),
             "NAdam" => Build(name, groups, (ps, o) => new NAdam.ParamGroup(ps, o), () => new NAdam.Options(),
-                gs => torch.optim.NAdam(gs, D("lr"), P("betas").Item1, P("betas").Item2, D("eps"), D("weight_decay"), D("momentum_decay"))),
+                gs => new Torch.NAdam(gs, D("lr"), P("betas").Item1, P("betas").Item2, D("eps"), D("weight_decay"), D("momentum_decay"), fe, fu)),
             "RAdam" => Build(name, groups, (ps, o) => new RAdam.ParamGroup(ps, o), () => new RAdam.Options(),
-                gs => torch.optim.RAdam(gs, D("lr"), P("betas").Item1, P("betas").Item2, D("eps"), D("weight_decay"))),
+                gs => new Torch.RAdam(gs, D("lr"), P("betas").Item1, P("betas").Item2, D("eps"), D("weight_decay"), fe, fu)),
             "RMSprop" => Build(name, groups, (ps, o) => new RMSProp.ParamGroup(ps, o), () => new RMSProp.Options(),
-                gs => torch.optim.RMSProp(gs, D("lr"), D("alpha"), D("eps"), D("weight_decay"), D("momentum"), B("centered"), B("maximize"))),
+                gs => new Torch.RMSProp(gs, D("lr"), D("alpha"), D("eps"), D("weight_decay"), D("momentum"), B("centered"), B("maximize"), fe, fu)),
             "Rprop" => Build(name, groups, (ps, o) => new Rprop.ParamGroup(ps, o), () => new Rprop.Options(),
-                gs => torch.optim.Rprop(gs, D("lr"), P("etas").Item1, P("etas").Item2, P("step_sizes").Item1, P("step_sizes").Item2, B("maximize"))),
+                gs => new Torch.Rprop(gs, D("lr"), P("etas").Item1, P("etas").Item2, P("step_sizes").Item1, P("step_sizes").Item2, B("maximize"), fe, fu)),
             "LBFGS" => CreateLbfgs(groups, D, defaults),
             _ => throw new ArgumentException($"{name} is not an optimizer TorchSharp provides", nameof(name)),
         };
@@ -134,11 +139,15 @@ public static class BuiltinOptimizers
         if (errors.Count > 0) throw new OptimConfigException(errors);
     }
 
-    private static bool IsHyper(string name, string key) => HyperParameters(name).Any(h => h.Name == key);
+    private static readonly System.Collections.Concurrent.ConcurrentDictionary<string, HashSet<string>> HyperNames = new();
+
+    private static bool IsHyper(string name, string key) =>
+        HyperNames.GetOrAdd(name, n => HyperParameters(n).Select(h => h.Name).ToHashSet()).Contains(key);
 
     private static Optimizer Build<TGroup, TOptions>(string name, IReadOnlyList<IParamGroup> groups,
         Func<IEnumerable<Parameter>, TOptions, TGroup> group, Func<TOptions> options, Func<IEnumerable<TGroup>, Optimizer> create)
         where TOptions : OptimizerOptions
+        where TGroup : ParamGroup
     {
         var built = new List<TGroup>();
         foreach (var g in groups)
@@ -151,7 +160,11 @@ public static class BuiltinOptimizers
                 if (IsHyper(name, key) && view.ContainsKey(key)) view[key] = g[key];
             built.Add(group(g.Params, o));
         }
-        return create(built);
+        // TorchSharp's constructor adds the groups in O(parameters²); construct it empty and add them in linear time.
+        var optimizer = create(Array.Empty<TGroup>());
+        if (!LinearParamGroups.Supports(optimizer)) return create(built);
+        LinearParamGroups.AddAll(optimizer, built.Cast<ParamGroup>());
+        return optimizer;
     }
 
     private static Optimizer CreateLbfgs(IReadOnlyList<IParamGroup> groups, Func<string, double> d, Dictionary<string, object?> defaults)

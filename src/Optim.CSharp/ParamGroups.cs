@@ -129,8 +129,13 @@ internal sealed class TorchParamGroup : IParamGroup
         _hyperKeys = HyperKeys(optimizerName, options.GetType());
     }
 
-    /// <summary>The PyTorch names this options type supports, in PyTorch's order when the optimizer is known.</summary>
-    internal static string[] HyperKeys(string optimizerName, Type optionsType)
+    private static readonly System.Collections.Concurrent.ConcurrentDictionary<(string, Type), string[]> HyperKeysCache = new();
+
+    /// <summary>The PyTorch names this options type supports, in PyTorch's order when the optimizer is known (computed once per pair).</summary>
+    internal static string[] HyperKeys(string optimizerName, Type optionsType) =>
+        HyperKeysCache.GetOrAdd((optimizerName, optionsType), k => ComputeHyperKeys(k.Item1, k.Item2));
+
+    private static string[] ComputeHyperKeys(string optimizerName, Type optionsType)
     {
         var fields = optionsType.GetFields(BindingFlags.Public | BindingFlags.Instance).Select(f => f.Name).ToHashSet();
         bool Supported(string key) =>

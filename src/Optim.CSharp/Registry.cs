@@ -116,8 +116,9 @@ public interface IOptimWrapperConstructor
 public static class Registries
 {
     /// <summary>
-    /// Every TorchSharp optimizer under PyTorch's class name: SGD, Adam, AdamW, Adagrad, Adadelta,
-    /// Adamax, ASGD, NAdam, RAdam, RMSprop (TorchSharp's <c>RMSProp</c>), Rprop, LBFGS.
+    /// Every PyTorch optimizer under its class name: SGD, Adam, AdamW, Adagrad, Adadelta, Adamax, ASGD,
+    /// NAdam, RAdam, RMSprop, Rprop (Optim's, in <see cref="Torch"/>: PyTorch 2.x's algorithms, fused
+    /// kernels for the first four), and LBFGS (TorchSharp's native one).
     /// </summary>
     public static readonly Registry<OptimizerFactory> OPTIMIZERS = new("optimizer");
 

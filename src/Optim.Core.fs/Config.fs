@@ -13,9 +13,17 @@ open Optim.Core.Validated
 
 /// Python's dict semantics on parsed JSON: a repeated key keeps its first position and its last
 /// value (as `json.loads` builds dicts).
+/// (In O(n log n) for n keys: a config may carry thousands of custom keys.)
 let rec private pythonDicts (v: PyValue) =
     match v with
-    | PyValue.Dict kvs -> PyValue.Dict((([]: (string * PyValue) list), kvs) ||> List.fold (fun acc (k, x) -> PyValue.set k (pythonDicts x) acc))
+    | PyValue.Dict kvs ->
+        let last = (Map.empty, kvs) ||> List.fold (fun m (k, x) -> Map.add k x m)
+        let firsts =
+            ((Set.empty, []), kvs)
+            ||> List.fold (fun (seen: Set<string>, acc) (k, _) -> if seen.Contains k then seen, acc else seen.Add k, k :: acc)
+            |> snd
+            |> List.rev
+        PyValue.Dict(firsts |> List.map (fun k -> k, pythonDicts last.[k]))
     | PyValue.List xs -> PyValue.List(List.map pythonDicts xs)
     | other -> other
 
@@ -389,8 +397,16 @@ let parseText (text: string) : Result<OptimWrapperConfig, ConfigError list> =
     | Ok v -> parse v
     | Error e -> Error [ e ]
 
-/// Torch switches TorchSharp has no counterpart for: accepted when off (`foreach` is only a speed hint).
-let torchOnlySwitches = [ "foreach"; "differentiable"; "capturable"; "fused" ]
+/// Torch switches Optim has no counterpart for: accepted when off.
+let torchOnlySwitches = [ "differentiable"; "capturable" ]
+
+/// PyTorch's implementation switches, which Optim's optimizers honour (`Optimizers.implementation`).
+let implementationSwitches = [ "foreach"; "fused" ]
+
+let private optionalBoolArg (key: string) (args: (string * PyValue) list) =
+    match PyValue.tryFind key args with
+    | Some(PyValue.Bool b) -> Some b
+    | _ -> None
 
 /// The keyword arguments a PyTorch optimizer that TorchSharp provides (`Optimizers.all`) would not
 /// take, relative to the `optimizer` dict: unknown keys (Python's "unexpected keyword argument"),
@@ -402,16 +418,28 @@ let checkOptimizerArgs (name: string) (args: (string * PyValue) list) : ConfigEr
         let known = hyper |> List.map (fun h -> h.Name)
         [ for (k, v) in args do
               if List.contains k known then ()
+              elif List.contains k implementationSwitches then
+                  match v with
+                  | PyValue.None | PyValue.Bool _ -> ()
+                  | other -> yield ConfigError.at k ErrorKind.Type (sprintf "expected true, false or null, got %s" (PyValue.kind other))
               elif List.contains k torchOnlySwitches then
                   match v with
                   | PyValue.None | PyValue.Bool false -> ()
-                  | _ when k = "foreach" -> ()
                   | _ ->
                       yield ConfigError.at k ErrorKind.Type
                           (sprintf "'%s' is a PyTorch-only switch that TorchSharp's %s does not have; only false/null are accepted" k name)
               else
                   yield ConfigError.at k ErrorKind.Type
                       (sprintf "%s.__init__() got an unexpected keyword argument '%s' (it takes: %s)%s" name k (String.Join(", ", known)) (Suggest.didYouMean k known))
+          if name <> "LBFGS" then
+              match Optimizers.implementation name (optionalBoolArg "foreach" args) (optionalBoolArg "fused" args) with
+              | Ok _ -> ()
+              | Error message -> yield ConfigError.at "fused" ErrorKind.Value message
+          else
+              for k in implementationSwitches do
+                  match PyValue.tryFind k args with
+                  | Some(PyValue.Bool true) -> yield ConfigError.at k ErrorKind.Value (sprintf "LBFGS has no '%s' implementation" k)
+                  | _ -> ()
           if name = "LBFGS" then
               match PyValue.tryFind "line_search_fn" args with
               | Some(PyValue.Str _) ->

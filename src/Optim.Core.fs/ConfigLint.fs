@@ -103,15 +103,24 @@ let paramwise (limit: float) (optimizer: (string * string list) option) (paramwi
         combine { Errors = strictType @ multipliers; Warnings = unknown } entryLint
     | _ -> empty
 
-/// Custom keys that are a substring of no parameter's `prefix.name` (they do nothing).
+/// The most key–name pairs compared for "did you mean" suggestions of unmatched custom keys.
+let suggestionBudget = 200_000L
+
+/// Custom keys that are a substring of no parameter's `prefix.name` (they do nothing). One pass of
+/// a key automaton over each name, so the cost does not grow with keys × names. "Did you mean"
+/// compares each unmatched key with every name, so it is offered only while that stays small
+/// (`suggestionBudget` key–name pairs); past it the warnings come without a suggestion.
 let unmatchedCustomKeys (settings: Paramwise.Settings) (facts: Paramwise.ParamFact seq) : ConfigWarning list =
+    let keys = settings.CustomKeys |> List.map fst
     let targets = facts |> Seq.map (fun f -> f.MatchTarget) |> Seq.distinct |> Array.ofSeq
-    [ for (key, _) in settings.CustomKeys do
-          if not (targets |> Array.exists (fun t -> PyStr.contains key t)) then
-              let names = targets |> Array.map (fun t -> t.TrimStart '.') |> List.ofArray
-              yield
-                  { Path = ConfigError.key (ConfigError.key root "custom_keys") key
-                    Message = sprintf "custom key '%s' matches no parameter name.%s" key (Suggest.didYouMean key names) } ]
+    let matcher = KeyMatch.create keys
+    let matched = targets |> Array.fold (fun found t -> Set.union found (KeyMatch.occurring matcher t)) Set.empty
+    let unmatched = keys |> List.indexed |> List.filter (fun (rank, _) -> not (Set.contains rank matched)) |> List.map snd
+    let names = targets |> Array.map (fun t -> t.TrimStart '.') |> List.ofArray
+    let suggest = int64 unmatched.Length * int64 names.Length <= suggestionBudget
+    [ for key in unmatched ->
+          { Path = ConfigError.key (ConfigError.key root "custom_keys") key
+            Message = sprintf "custom key '%s' matches no parameter name.%s" key (if suggest then Suggest.didYouMean key names else "") } ]
 
 /// The warnings as errors when `strict` (paramwise_cfg `"strict": true`).
 let escalate (strict: bool) (lint: Lint) : Lint =

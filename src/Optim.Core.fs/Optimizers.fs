@@ -59,3 +59,34 @@ let pythonTyped (optimizerName: string) (key: string) (value: PyValue) : PyValue
     match intDefault, value with
     | Some i, PyValue.Float f when f = float i -> PyValue.Int i
     | _ -> value
+
+/// How an optimizer's `step` runs (PyTorch's `foreach` and `fused` switches).
+[<RequireQualifiedAccess>]
+type Implementation =
+    /// libtorch's `_fused_<name>_` kernel: one call per bucket of tensors (same device, dtype, hyper-parameters).
+    | Fused
+    /// The multi-tensor path: PyTorch's per-tensor arithmetic run bucket by bucket (device, dtype, hyper-parameters).
+    | Foreach
+    /// PyTorch's per-tensor loop, group by group, parameter by parameter.
+    | ForLoop
+
+/// The optimizers libtorch has a fused kernel for (PyTorch's `fused=True` ones).
+let fusedCapable = [ "SGD"; "Adam"; "AdamW"; "Adagrad" ]
+
+/// Whether `name` has a fused kernel.
+let hasFused (name: string) = List.contains name fusedCapable
+
+/// The implementation for PyTorch's `foreach` and `fused` arguments (None = not given):
+/// `fused=True` is the fused kernel (an error for optimizers without one, or with `foreach=True`);
+/// `foreach=True` the multi-tensor path; `foreach=False` (fused not True) the per-tensor loop;
+/// neither given: the fastest implementation proven equal to PyTorch's, which is the fused kernel
+/// where one exists, else the multi-tensor path; `fused=False` alone: the multi-tensor path.
+let implementation (name: string) (foreach: bool option) (fused: bool option) : Result<Implementation, string> =
+    match foreach, fused with
+    | Some true, Some true -> Error "`fused` and `foreach` cannot be `True` together."
+    | _, Some true when not (hasFused name) -> Error(sprintf "`fused=True` is not supported for %s (libtorch has fused kernels for %s)" name (String.concat ", " fusedCapable))
+    | _, Some true -> Ok Implementation.Fused
+    | Some true, _ -> Ok Implementation.Foreach
+    | Some false, _ -> Ok Implementation.ForLoop
+    | None, Some false -> Ok Implementation.Foreach
+    | None, None -> Ok(if hasFused name then Implementation.Fused else Implementation.Foreach)

@@ -212,31 +212,168 @@ let settingsOf (paramwise: PyValue) (baseWd: PyValue) : Result<Settings, ConfigE
                   (sprintf "paramwise_cfg should be None or a dict, but got %s" (PyNum.typeRepr other)) ]
 
 /// MMEngine's custom-key order: `sorted(sorted(keys), key=len, reverse=True)` — longest first,
-/// equal lengths in ascending code-point order.
+/// equal lengths in ascending code-point order. Each key's code points are read once (not per
+/// comparison), so sorting a thousand keys takes well under a millisecond.
 let sortedKeys (keys: string list) : string list =
+    let codePoints (s: string) = [| for r in s.EnumerateRunes() -> r.Value |]
+    let rec compareFrom (a: int[]) (b: int[]) i =
+        if i = a.Length || i = b.Length then compare a.Length b.Length
+        elif a.[i] <> b.[i] then compare a.[i] b.[i]
+        else compareFrom a b (i + 1)
     keys
-    |> List.sortWith PyStr.compare
-    |> List.sortWith (fun a b -> compare (PyStr.length b) (PyStr.length a)) // List.sortWith is stable
+    |> List.map (fun k -> k, codePoints k)
+    // len(k) is the number of code points; List.sortWith is stable.
+    |> List.sortWith (fun (_, a) (_, b) -> if a.Length <> b.Length then compare b.Length a.Length else compareFrom a b 0)
+    |> List.map fst
 
 /// The custom key that applies to a parameter: the first of `sorted` that is a substring of its
-/// match target (`prefix.name`, with the dot even at the root).
+/// match target (`prefix.name`, with the dot even at the root). The rule as stated, one key at a
+/// time; `plan` finds the same key in one pass over the name with a `KeyMatch.Matcher`.
 let matchKey (sorted: string list) (fact: ParamFact) : string option =
     sorted |> List.tryFind (fun k -> PyStr.contains k fact.MatchTarget)
+
+/// `matchKey` for many parameters: the matcher of `sortedKeys keys`, built once.
+let keyMatcher (keys: string list) : KeyMatch.Matcher = KeyMatch.create (sortedKeys keys)
+
+/// `matchKey (sortedKeys keys) fact` with the matcher of `keyMatcher keys`, in time linear in the
+/// name's length whatever the number of keys, allocating nothing.
+let matchKeyWith (matcher: KeyMatch.Matcher) (fact: ParamFact) : string option =
+    KeyMatch.findIn matcher fact.Prefix fact.Name
 
 let private isSet (o: PyValue option) =
     match o with
     | Some v when v <> PyValue.None -> true
     | _ -> false
 
-let private setOption key value rule (opts: PlannedOption list) =
-    if opts |> List.exists (fun o -> o.Key = key) then
-        opts |> List.map (fun o -> if o.Key = key then { Key = key; Value = value; Rule = rule } else o)
+/// An option as `plan` sets it: the option and the tail of its log line (`:key=value`), both
+/// computed once per rule, not once per parameter.
+type private Setting = { Option: PlannedOption; LogTail: string }
+
+let private setting key value rule =
+    { Option = { Key = key; Value = value; Rule = rule }
+      LogTail = ":" + key + "=" + PyFormat.str value }
+
+/// Python's `a * b` computed once for every parameter the rule applies to, or the TypeError
+/// MMEngine raises at the first such parameter: its message and what was being computed.
+type private Product = Result<Setting, string * string>
+
+let private product (what: string) key rule a b : Product =
+    match PyNum.mul a b with
+    | Ok v -> Ok(setting key v rule)
+    | Error msg -> Error(msg, what)
+
+/// The error MMEngine raises for `fact` when a product failed.
+let private typeError (fact: ParamFact) (msg: string, what: string) =
+    RuleError.typeError (sprintf "%s (computing %s of %s)" msg what fact.FullName)
+
+/// Sets an option in an ordered dict of options: replaced in place when the key is there, else appended.
+let private setOption (s: Setting) (opts: Setting list) =
+    if opts |> List.exists (fun o -> o.Option.Key = s.Option.Key) then
+        opts |> List.map (fun o -> if o.Option.Key = s.Option.Key then s else o)
     else
-        opts @ [ { Key = key; Value = value; Rule = rule } ]
+        opts @ [ s ]
+
+/// The options a custom key sets: lr, weight_decay (when the optimizer has one), then every key of
+/// its entry as given (MMEngine's `param_group.update(...)` order).
+let private customKeySettings baseLr baseWd (key: string) (entry: (string * PyValue) list) =
+    let rule = Rule.CustomKey key
+    let mult k = PyValue.tryFind k entry |> Option.defaultValue (PyValue.Float 1.0)
+    product "lr" "lr" rule baseLr (mult "lr_mult")
+    |> Result.bind (fun lr ->
+        if baseWd <> PyValue.None then
+            product "weight_decay" "weight_decay" rule baseWd (mult "decay_mult") |> Result.map (fun wd -> [ lr; wd ])
+        else
+            Ok [ lr ])
+    |> Result.map (fun opts -> (opts, entry) ||> List.fold (fun acc (k, v) -> setOption (setting k v rule) acc))
+
+/// Every product the rules can need, computed once per `plan` call.
+type private Rules =
+    { Settings: Settings
+      Matcher: KeyMatch.Matcher
+      /// By custom-key rank (`sortedKeys` order): the options that key sets.
+      CustomKeys: Result<Setting list, string * string> list
+      BiasLr: Product
+      DcnOffsetLr: Product
+      NormDecay: Product
+      BiasDecay: Product
+      DwconvDecay: Product
+      FlatDecay: Product
+      HasWd: bool }
+
+let private rulesOf (settings: Settings) baseLr baseWd =
+    let sorted = sortedKeys (settings.CustomKeys |> List.map fst)
+    let entries = Map.ofList settings.CustomKeys
+    let multiplied what key rule baseValue (mult: PyValue option) =
+        product what key rule baseValue (Option.defaultValue PyValue.None mult)
+    { Settings = settings
+      Matcher = KeyMatch.create sorted
+      CustomKeys = sorted |> List.map (fun k -> customKeySettings baseLr baseWd k entries.[k])
+      BiasLr = multiplied "lr" "lr" Rule.BiasLr baseLr settings.BiasLrMult
+      DcnOffsetLr = multiplied "lr" "lr" Rule.DcnOffsetLr baseLr settings.DcnOffsetLrMult
+      NormDecay = multiplied "weight_decay" "weight_decay" Rule.NormDecay baseWd settings.NormDecayMult
+      BiasDecay = multiplied "weight_decay" "weight_decay" Rule.BiasDecay baseWd settings.BiasDecayMult
+      DwconvDecay = multiplied "weight_decay" "weight_decay" Rule.DwconvDecay baseWd settings.DwconvDecayMult
+      FlatDecay = multiplied "weight_decay" "weight_decay" Rule.FlatDecay baseWd settings.FlatDecayMult
+      HasWd = baseWd <> PyValue.None }
+
+/// The options the type-based rules set when no custom key matched: bias lr, then the DCN offset
+/// lr, then one weight-decay rule (norm > bias > depth-wise conv > flat).
+let private typeRuleSettings (r: Rules) (fact: ParamFact) : Result<Setting list, string * string> =
+    let settings = r.Settings
+    let isNorm = fact.Kind = ModuleKind.Norm
+    let isBias = fact.Name = "bias"
+    let lrStep =
+        if isBias && not (isNorm || fact.InDcnModule) && isSet settings.BiasLrMult then
+            r.BiasLr |> Result.map List.singleton
+        else
+            Ok []
+    let dcnStep (opts: Setting list) =
+        let isConv2d = fact.Kind = ModuleKind.Conv2d || fact.Kind = ModuleKind.DepthwiseConv
+        if fact.Prefix.Contains("conv_offset", System.StringComparison.Ordinal)
+           && fact.InDcnModule
+           && isSet settings.DcnOffsetLrMult
+           && isConv2d then
+            r.DcnOffsetLr |> Result.map (fun lr -> setOption lr opts)
+        else
+            Ok opts
+    let decayStep (opts: Setting list) =
+        if not r.HasWd then
+            Ok opts
+        else
+            let rule =
+                if isNorm && isSet settings.NormDecayMult then Some r.NormDecay
+                elif isBias && not fact.InDcnModule && isSet settings.BiasDecayMult then Some r.BiasDecay
+                elif fact.Kind = ModuleKind.DepthwiseConv && isSet settings.DwconvDecayMult then Some r.DwconvDecay
+                elif fact.Ndim = 1 && not fact.InDcnModule && isSet settings.FlatDecayMult then Some r.FlatDecay
+                else None
+            match rule with
+            | None -> Ok opts
+            | Some wd -> wd |> Result.map (fun wd -> setOption wd opts)
+    lrStep |> Result.bind dcnStep |> Result.bind decayStep
+
+/// Where `plan` is: what was placed (identities, for `bypass_duplicate`), and the groups and log
+/// lines so far, newest first.
+type private Progress =
+    { Placed: Set<int64>
+      Groups: GroupPlan list
+      Logs: LogLine list }
+
+let private planned (p: Progress) = { Groups = List.rev p.Groups; Logs = List.rev p.Logs }
+
+let private warning message = { Level = LogLevel.Warning; Message = message }
+
+/// `paramwise_options -- name:key=value`, one line per option set, newest first onto `logs`.
+let private optionLines (fact: ParamFact) (opts: Setting list) (logs: LogLine list) =
+    let head = "paramwise_options -- " + fact.FullName
+    (logs, opts)
+    ||> List.fold (fun logs o -> { Level = LogLevel.Info; Message = head + o.LogTail } :: logs)
 
 /// `add_params` (SPEC §6.4) over `facts` in walk order. `alreadyPlaced` are the identities of
 /// parameters already in the caller's `params` list (they count for `bypass_duplicate`).
-/// Products are Python's `base * mult`, computed once in that order.
+/// Products are Python's `base * mult`; each rule's is computed once per call (a failing one is
+/// raised at the first parameter that needs it, as MMEngine raises it). Custom keys are matched by
+/// one automaton built per call, so the cost is linear in the total length of the names and keys,
+/// not in names × keys.
 let plan
     (settings: Settings)
     (baseLr: PyValue)
@@ -244,103 +381,33 @@ let plan
     (alreadyPlaced: int64 seq)
     (facts: ParamFact seq)
     : Result<Plan, PlanFailure> =
-    let sorted = sortedKeys (settings.CustomKeys |> List.map fst)
-    let entries = Map.ofList settings.CustomKeys
-    let placed = System.Collections.Generic.HashSet<int64>(alreadyPlaced)
-    let groups = ResizeArray<GroupPlan>()
-    let logs = ResizeArray<LogLine>()
-    let partial () = { Groups = List.ofSeq groups; Logs = List.ofSeq logs }
-    let product (fact: ParamFact) (what: string) a b =
-        match PyNum.mul a b with
-        | Ok v -> Ok v
-        | Error msg ->
-            Error
-                { Error = RuleError.typeError (sprintf "%s (computing %s of %s)" msg what fact.FullName)
-                  Partial = partial () }
-    let hasWd = baseWd <> PyValue.None
-    let rec loop (facts: ParamFact list) =
+    let rules = rulesOf settings baseLr baseWd
+    let customKeys = Array.ofList rules.CustomKeys
+    let rec loop (progress: Progress) (facts: ParamFact list) =
         match facts with
-        | [] -> Ok(partial ())
+        | [] -> Ok(planned progress)
         | fact :: rest ->
-            if settings.BypassDuplicate && placed.Contains fact.Identity then
-                logs.Add
-                    { Level = LogLevel.Warning
-                      Message = sprintf "%s is duplicate. It is skipped since bypass_duplicate=True" fact.Prefix }
-                loop rest
+            if settings.BypassDuplicate && progress.Placed.Contains fact.Identity then
+                let line = warning (fact.Prefix + " is duplicate. It is skipped since bypass_duplicate=True")
+                loop { progress with Logs = line :: progress.Logs } rest
             elif not fact.RequiresGrad then
-                logs.Add
-                    { Level = LogLevel.Warning
-                      Message = sprintf "%s.%s is skipped since its requires_grad=False" fact.Prefix fact.Name }
-                loop rest
+                let line = warning (fact.Prefix + "." + fact.Name + " is skipped since its requires_grad=False")
+                loop { progress with Logs = line :: progress.Logs } rest
             else
                 let options =
-                    match matchKey sorted fact with
-                    | Some key ->
-                        let entry = entries.[key]
-                        let rule = Rule.CustomKey key
-                        let lrMult = PyValue.tryFind "lr_mult" entry |> Option.defaultValue (PyValue.Float 1.0)
-                        product fact "lr" baseLr lrMult
-                        |> Result.bind (fun lr ->
-                            let opts = [ { Key = "lr"; Value = lr; Rule = rule } ]
-                            if hasWd then
-                                let decayMult =
-                                    PyValue.tryFind "decay_mult" entry |> Option.defaultValue (PyValue.Float 1.0)
-                                product fact "weight_decay" baseWd decayMult
-                                |> Result.map (fun wd -> opts @ [ { Key = "weight_decay"; Value = wd; Rule = rule } ])
-                            else
-                                Ok opts)
-                        |> Result.map (fun opts -> (opts, entry) ||> List.fold (fun acc (k, v) -> setOption k v rule acc))
-                    | None ->
-                        let isNorm = fact.Kind = ModuleKind.Norm
-                        let isBias = fact.Name = "bias"
-                        let lrStep =
-                            if isBias && not (isNorm || fact.InDcnModule) && isSet settings.BiasLrMult then
-                                product fact "lr" baseLr settings.BiasLrMult.Value
-                                |> Result.map (fun lr -> [ { Key = "lr"; Value = lr; Rule = Rule.BiasLr } ])
-                            else
-                                Ok []
-                        let dcnStep (opts: PlannedOption list) =
-                            let isConv2d = fact.Kind = ModuleKind.Conv2d || fact.Kind = ModuleKind.DepthwiseConv
-                            if fact.Prefix.Contains("conv_offset", System.StringComparison.Ordinal)
-                               && fact.InDcnModule
-                               && isSet settings.DcnOffsetLrMult
-                               && isConv2d then
-                                product fact "lr" baseLr settings.DcnOffsetLrMult.Value
-                                |> Result.map (fun lr -> setOption "lr" lr Rule.DcnOffsetLr opts)
-                            else
-                                Ok opts
-                        let decayStep (opts: PlannedOption list) =
-                            if not hasWd then
-                                Ok opts
-                            else
-                                let rule =
-                                    if isNorm && isSet settings.NormDecayMult then
-                                        Some(Rule.NormDecay, settings.NormDecayMult.Value)
-                                    elif isBias && not fact.InDcnModule && isSet settings.BiasDecayMult then
-                                        Some(Rule.BiasDecay, settings.BiasDecayMult.Value)
-                                    elif fact.Kind = ModuleKind.DepthwiseConv && isSet settings.DwconvDecayMult then
-                                        Some(Rule.DwconvDecay, settings.DwconvDecayMult.Value)
-                                    elif fact.Ndim = 1 && not fact.InDcnModule && isSet settings.FlatDecayMult then
-                                        Some(Rule.FlatDecay, settings.FlatDecayMult.Value)
-                                    else
-                                        None
-                                match rule with
-                                | None -> Ok opts
-                                | Some(r, mult) ->
-                                    product fact "weight_decay" baseWd mult
-                                    |> Result.map (fun wd -> setOption "weight_decay" wd r opts)
-                        lrStep |> Result.bind dcnStep |> Result.bind decayStep
+                    match KeyMatch.rankIn rules.Matcher fact.Prefix fact.Name with
+                    | ValueSome rank -> customKeys.[rank]
+                    | ValueNone -> typeRuleSettings rules fact
                 match options with
-                | Error failure -> Error failure
+                | Error e -> Error { Error = typeError fact e; Partial = planned progress }
                 | Ok opts ->
-                    groups.Add { Param = fact; Options = opts }
-                    placed.Add fact.Identity |> ignore
-                    for o in opts do
-                        logs.Add
-                            { Level = LogLevel.Info
-                              Message = sprintf "paramwise_options -- %s:%s=%s" fact.FullName o.Key (PyFormat.str o.Value) }
-                    loop rest
-    loop (List.ofSeq facts)
+                    loop
+                        { Placed = if settings.BypassDuplicate then progress.Placed.Add fact.Identity else progress.Placed
+                          Groups = { Param = fact; Options = opts |> List.map (fun o -> o.Option) } :: progress.Groups
+                          Logs = optionLines fact opts progress.Logs }
+                        rest
+    let placed = if settings.BypassDuplicate then Set.ofSeq alreadyPlaced else Set.empty
+    loop { Placed = placed; Groups = []; Logs = [] } (List.ofSeq facts)
 
 /// True when some parameter (by identity) is in more than one group — PyTorch then raises
 /// ValueError "some parameters appear in more than one parameter group".

@@ -103,8 +103,12 @@ let tests =
             scaler.step opt |> ignore
             scaler.update(0.0)
             Expect.equal (scaler.get_scale()) (float (float32 LossScaling.defaultMinScale)) "clamped"
-            // ... and a scale loaded as 0 makes the next step an overflow rather than NaN.
-            scaler.load_state_dict(dict [ "scale", box 0.0; "growth_factor", box 2.0; "backoff_factor", box 0.5; "growth_interval", box 2000L; "_growth_tracker", box 0L ])
+            // ... a scale of 0 is refused on load (the state dict's own checks) ...
+            let state0 = dict [ "scale", box 0.0; "growth_factor", box 2.0; "backoff_factor", box 0.5; "growth_interval", box 2000L; "_growth_tracker", box 0L ]
+            Expect.throws (fun () -> scaler.load_state_dict state0) "scale 0 is not a loadable state"
+            // ... and the smallest positive float32 scale, whose inverse is inf in float32, makes the
+            // next step an overflow rather than NaN.
+            scaler.load_state_dict(dict [ "scale", box 1.401298464324817e-45; "growth_factor", box 2.0; "backoff_factor", box 0.5; "growth_interval", box 2000L; "_growth_tracker", box 0L ])
             opt.zero_grad()
             let before = snapshot m
             use l1 = lossOf m 1.0f

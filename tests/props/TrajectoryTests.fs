@@ -28,17 +28,36 @@ type RecordingWrapper(optimizer, acc, clip) =
 
 let private num (n: JsonNode) = n.GetValue<double>()
 
-/// A TorchSharp optimizer for the golden configs (SGD, Adam, AdamW) over the model's parameters.
-/// (Config-driven building is tested with build_optim_wrapper elsewhere.)
+/// The wrapper type the replays register: the golden config with `type` replaced by it goes through
+/// build_optim_wrapper (registry, DefaultOptimWrapperConstructor, Optim's optimizers) unchanged otherwise.
+let recordingType = "GoldenRecordingOptimWrapper"
+
+let private registerRecording =
+  lazy
+    Registries.OPTIM_WRAPPERS.register_module(recordingType, OptimWrapperFactory(fun optimizer kwargs ->
+        WrapperArgs.Check(recordingType, kwargs, "accumulative_counts", "clip_grad")
+        RecordingWrapper(optimizer, WrapperArgs.Int(kwargs, "accumulative_counts", 1), WrapperArgs.Dict(kwargs, "clip_grad")) :> OptimWrapper), force = true)
+    |> ignore
+
+/// The golden build config with the recording wrapper type and, optionally, extra optimizer keys
+/// (`foreach`/`fused` to pick an implementation).
+let configFor (cfg: JsonNode) (optimizerExtras: (string * bool) list) : JsonNode =
+    let copy = JsonNode.Parse(cfg.ToJsonString())
+    copy.["type"] <- JsonValue.Create recordingType
+    for (k, v) in optimizerExtras do copy.["optimizer"].[k] <- JsonValue.Create v
+    copy
+
+/// Optim's optimizer for the SGD/Adam/AdamW golden configs over the model's parameters (for tests that
+/// build wrappers by hand; the replays here go through build_optim_wrapper).
 let optimizerFor (cfg: JsonNode) (parameters: Modules.Parameter seq) : torch.optim.Optimizer =
     let o = cfg.["optimizer"]
     let get (key: string) dflt = match o.[key] with null -> dflt | v -> num v
     let getBool (key: string) = match o.[key] with null -> false | v -> v.GetValue<bool>()
     let beta i = match o.["betas"] with null -> (if i = 0 then 0.9 else 0.999) | b -> num (b.[i])
     match o.["type"].GetValue<string>() with
-    | "SGD" -> torch.optim.SGD(parameters, get "lr" nan, get "momentum" 0.0, get "dampening" 0.0, get "weight_decay" 0.0, getBool "nesterov")
-    | "Adam" -> torch.optim.Adam(parameters, get "lr" 0.001, beta 0, beta 1, get "eps" 1e-8, get "weight_decay" 0.0, getBool "amsgrad")
-    | "AdamW" -> torch.optim.AdamW(parameters, get "lr" 0.001, beta 0, beta 1, get "eps" 1e-8, get "weight_decay" 0.01, getBool "amsgrad")
+    | "SGD" -> upcast (new Torch.SGD(parameters, get "lr" nan, get "momentum" 0.0, get "dampening" 0.0, get "weight_decay" 0.0, getBool "nesterov"))
+    | "Adam" -> new Torch.Adam(parameters, get "lr" 0.001, beta 0, beta 1, get "eps" 1e-8, get "weight_decay" 0.0, getBool "amsgrad")
+    | "AdamW" -> new Torch.AdamW(parameters, get "lr" 0.001, beta 0, beta 1, get "eps" 1e-8, get "weight_decay" 0.01, getBool "amsgrad")
     | t -> failwithf "unsupported optimizer %s" t
 
 /// The clip_grad of a golden config as the wrapper's dict.
@@ -57,7 +76,7 @@ let clipFor (cfg: JsonNode) : IDictionary<string, obj> =
         d :> IDictionary<string, obj>
 
 /// Replays one golden case; returns the mismatches (empty when it matches) and the worst relative error seen.
-let replay (file: JsonNode) (case: JsonNode) : string list * float =
+let replay (optimizerExtras: (string * bool) list) (file: JsonNode) (case: JsonNode) : string list * float =
     use _ = torch.NewDisposeScope()
     torch.set_num_threads 1
     let errors = ResizeArray<string>()
@@ -75,8 +94,8 @@ let replay (file: JsonNode) (case: JsonNode) : string list * float =
     let names = ModelSpec.namedParameters model
     let cfg = case.["build_optim_wrapper_cfg"]
     let hub = MessageHub.get_instance ("trajectory-" + case.["id"].GetValue<string>() + "-" + string (Guid.NewGuid()))
-    let acc = match cfg.["accumulative_counts"] with null -> 1 | v -> v.GetValue<int>()
-    let wrapper = new RecordingWrapper(optimizerFor cfg (names |> List.map snd), acc, clipFor cfg)
+    registerRecording.Force()
+    let wrapper = Builder.build_optim_wrapper<RecordingWrapper>(model, Builder.ParseConfig(configFor cfg optimizerExtras))
     wrapper.Names <- names
     match case.["initialize_count_status"] with
     | null -> ()
@@ -119,11 +138,20 @@ let replay (file: JsonNode) (case: JsonNode) : string list * float =
     for ((n, _), st) in Seq.zip names states do
         for kv in case.["state_dict"].["state"].[n].AsObject() do
             let field = st.GetType().GetField(kv.Key)
-            if isNull field then errors.Add(sprintf "state %s.%s missing" n kv.Key)
+            let where = sprintf "state %s.%s" n kv.Key
+            if isNull field then errors.Add(sprintf "%s missing" where)
             else
-                match field.GetValue st with
-                | :? torch.Tensor as t -> check (sprintf "state %s.%s" n kv.Key) (t.data<float32>().ToArray()) kv.Value
-                | v -> checkScalar (sprintf "state %s.%s" n kv.Key) (Convert.ToDouble v) (float (fst (Golden.tensorValues kv.Value)).[0])
+                match field.GetValue st, kv.Value with
+                | null, null -> ()
+                | v, null -> errors.Add(sprintf "%s: got %A, expected None" where v)
+                | null, _ -> errors.Add(sprintf "%s: got None" where)
+                | :? torch.Tensor as t, e when not (isNull e.["shape"]) && (e.["shape"].AsArray().Count > 0) ->
+                    check where (t.data<float32>().ToArray()) e
+                | v, e ->
+                    // A 0-dim tensor (torch 1.13's step/eta/mu) or a Python int (Adadelta's, Rprop's, RMSprop's step).
+                    let expected = match e with :? JsonObject -> float (fst (Golden.tensorValues e)).[0] | _ -> num e
+                    let actual = match v with :? torch.Tensor as t -> float (t.item<float32>()) | v -> Convert.ToDouble v
+                    checkScalar where actual expected
     if not (obj.ReferenceEquals(wrapper.message_hub, hub)) then errors.Add "the wrapper did not capture the current message hub"
     let history = match hub.log_scalars.TryGetValue "train/grad_norm" with | true, h -> Array.ofSeq h | _ -> [||]
     match case.["message_hub_grad_norm_history"] with
@@ -134,26 +162,44 @@ let replay (file: JsonNode) (case: JsonNode) : string list * float =
         else Array.iteri2 (fun k a b -> checkScalar (sprintf "grad norm %d" k) a b) history e
     List.ofSeq errors, worst
 
-let private files = [ "trajectories_sgd.json"; "trajectories_adam.json"; "trajectories_adamw.json" ]
+/// Every shared trajectory file, whichever optimizer it records.
+let private files =
+    IO.Directory.GetFiles(Golden.dir, "trajectories_*.json") |> Array.map IO.Path.GetFileName |> Array.sort |> List.ofArray
+
+/// The optimizer of a trajectory file (its first case's `optimizer.type`).
+let private optimizerOf (file: JsonNode) = file.["cases"].[0].["build_optim_wrapper_cfg"].["optimizer"].["type"].GetValue<string>()
+
+/// The implementations replayed: the default, and the per-tensor loop (`foreach: false`) where the default is the fused kernel.
+let private implementationsFor (optimizer: string) =
+    [ yield "default", []
+      if Core.Optimizers.hasFused optimizer then yield "foreach=false", [ "foreach", false ] ]
 
 [<Tests>]
 let tests =
     testList "golden trajectories" [
+        test "every trajectory file is replayed (RAdam and Adadelta included)" {
+            for name in [ "sgd"; "adam"; "adamw"; "radam"; "adadelta"; "rprop"; "asgd"; "adamax"; "rmsprop_centered_momentum"; "adagrad_lr_decay" ] do
+                Expect.contains files (sprintf "trajectories_%s.json" name) "the shared file is found"
+        }
         test "parity summary: every case, worst relative deviation" {
             let results =
                 [ for f in files do
                     let file = Golden.load f
-                    for case in file.["cases"].AsArray() -> replay file case ]
-            let worst = results |> List.map snd |> List.max
-            printfn "trajectory parity: %d/%d cases match; worst relative deviation (|e| ≥ 0.1) %.3g" (results |> List.filter (fst >> List.isEmpty) |> List.length) results.Length worst
-            Expect.isTrue (results |> List.forall (fst >> List.isEmpty)) "all cases match"
+                    for label, extras in implementationsFor (optimizerOf file) do
+                        for case in file.["cases"].AsArray() -> (f, label), replay extras file case ]
+            let worst = results |> List.map (snd >> snd) |> List.max
+            for (f, label), group in results |> List.groupBy fst do
+                printfn "trajectory parity %s [%s]: %d/%d cases match; worst relative deviation %.3g" f label
+                    (group |> List.filter (snd >> fst >> List.isEmpty) |> List.length) group.Length (group |> List.map (snd >> snd) |> List.max)
+            Expect.isTrue (results |> List.forall (snd >> fst >> List.isEmpty)) "all cases match"
             Expect.isLessThanOrEqual worst rtol "where |e| ≥ 0.1, deviations stay within the relative bar"
         }
         for f in files do
             let file = Golden.load f
-            for case in file.["cases"].AsArray() do
-                test (case.["id"].GetValue<string>()) {
-                    let errors, _ = replay file case
-                    Expect.isEmpty errors "every recorded value matches within 1e-6 + 1e-5·|e|"
-                }
+            for label, extras in implementationsFor (optimizerOf file) do
+                for case in file.["cases"].AsArray() do
+                    test (sprintf "%s [%s]" (case.["id"].GetValue<string>()) label) {
+                        let errors, _ = replay extras file case
+                        Expect.isEmpty errors "every recorded value matches within 1e-6 + 1e-5·|e|"
+                    }
     ]

@@ -17,7 +17,9 @@ namespace Optim;
 /// Unlike MMEngine, it works on the CPU: the default dtype there is bfloat16 (libtorch's CPU
 /// autocast dtype), and float16, float32 and float64 are accepted too. On CUDA the default is
 /// CUDA's autocast dtype (float16). Autocast state is per thread: run the forward pass on the
-/// thread that entered <see cref="optim_context"/>.
+/// thread that entered <see cref="optim_context"/>. Building one fixes glibc's <c>mmap</c> threshold so that
+/// the memory autocast frees goes back to the system (see <see cref="NativeAllocator"/>; opt out with
+/// <see cref="NativeAllocator.Enabled"/>).
 /// </remarks>
 /// <example>
 /// <code>
@@ -63,6 +65,8 @@ public class AmpOptimWrapper : OptimWrapper
         loss_scaler = new GradScaler(settings);
         var cast = Raise.Unwrap(Autocast.parseDtype(DtypeToPy(dtype)), nameof(dtype));
         _castDtype = FSharpOption<Autocast.CastDtype>.get_IsSome(cast) ? cast.Value : null;
+        // Autocast's per-step weight copies fragment glibc's arenas; see NativeAllocator.
+        if (NativeAllocator.Enabled) NativeAllocator.ReturnLargeBlocksToSystem();
     }
 
     /// <summary>

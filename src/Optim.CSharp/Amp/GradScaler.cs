@@ -133,7 +133,16 @@ public class GradScaler
         var opt = StateOf(optimizer);
         Raise.Unwrap(LossScaling.beginUnscale(opt.Stage), nameof(optimizer), runtime: true);
         if (scaleTensor is null) throw Raise.From(LossScaling.notInitialized("unscale_"), runtime: true);
+        CheckGradients(optimizer, opt, LossScaling.invScale(state));
+        opt.Stage = LossScaling.Stage.Unscaled;
+    }
 
+    /// <summary>
+    /// Groups the gradients by device and dtype and runs the fused inf/NaN check on each group,
+    /// multiplying them by <paramref name="inv"/> (1: check only, for an optimizer that unscales as it steps).
+    /// </summary>
+    private void CheckGradients(optim.Optimizer optimizer, OptimizerState opt, float inv)
+    {
         // Group first (all-or-nothing: an fp16 gradient fails before anything is modified).
         var groups = new Dictionary<(DeviceType, int, ScalarType), List<Tensor>>();
         var devices = new List<(DeviceType, int)>();
@@ -152,7 +161,6 @@ public class GradScaler
                 if (!devices.Contains((g.device_type, g.device_index))) devices.Add((g.device_type, g.device_index));
             }
 
-            var inv = LossScaling.invScale(state);
             // A scale whose reciprocal is inf or 0 in float32 would unscale finite gradients into inf/NaN
             // after the kernel's check: count the step as an overflow and leave the gradients alone.
             var usable = LossScaling.invScaleUsable(state);
@@ -178,13 +186,14 @@ public class GradScaler
         {
             foreach (var g in grads) g.Dispose();   // the wrappers only; the gradients live on
         }
-        opt.Stage = LossScaling.Stage.Unscaled;
     }
 
     /// <summary>
     /// Steps <paramref name="optimizer"/> unless its (unscaled) gradients contained inf/NaN, in which
     /// case the step is skipped and the parameters are left untouched. Unscales first when
-    /// <see cref="unscale_"/> was not called. Returns what <c>optimizer.step()</c> returned, or null
+    /// <see cref="unscale_"/> was not called — except for an <see cref="Torch.IAmpScalingOptimizer"/>
+    /// (Optim's optimizers), whose gradients are only checked: it gets the scale and divides the
+    /// gradients by it in the same pass as its update (PyTorch's fused-optimizer path). Returns what <c>optimizer.step()</c> returned, or null
     /// when skipped. Reads the found-inf flag from the device: the one synchronisation of the step.
     /// </summary>
     /// <exception cref="InvalidOperationException">Called twice since the last <see cref="update(double?)"/>;
@@ -195,11 +204,14 @@ public class GradScaler
         if (scaleTensor is null) throw Raise.From(LossScaling.notInitialized("step"), runtime: true);
         var opt = StateOf(optimizer);
         var mustUnscale = Raise.Unwrap(LossScaling.beginStep(opt.Stage), nameof(optimizer), runtime: true);
-        if (mustUnscale) unscale_(optimizer);
+        // An optimizer that unscales as it steps (Optim's) gets the scale instead: check only, then one pass.
+        var scaling = mustUnscale ? optimizer as Torch.IAmpScalingOptimizer : null;
+        if (scaling is not null) CheckGradients(optimizer, opt, 1f);
+        else if (mustUnscale) unscale_(optimizer);
         if (opt.FoundInfPerDevice.Count == 0) throw Raise.From(LossScaling.noInfChecksForOptimizer, runtime: true);
 
         Tensor? result = null;
-        if (!FoundInf(opt)) result = optimizer.step();
+        if (!FoundInf(opt)) result = scaling is null ? optimizer.step() : scaling.step(scaleTensor, opt.FoundInfPerDevice[0]);
         else logger.LogDebug("GradScaler: inf/NaN gradients at scale {Scale}; optimizer step skipped", (double)state.Scale);
         opt.Stage = LossScaling.Stage.Stepped;
         return result;
