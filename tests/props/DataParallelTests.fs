@@ -303,7 +303,15 @@ let mpiTests =
                 Expect.equal t trained $"rank {r}: the same trained weights as the other rank"
                 Expect.equal restored trained $"rank {r}: rank 0's checkpoint restores them exactly"
                 Expect.equal syncs 20 $"rank {r}: 5 epochs × 8 iterations / accumulation 2 = 20 all-reduces"
-            Expect.isTrue (File.Exists(Path.Combine(dir, DistributedCheckpoint.ModelFile))) "the checkpoint was written"
+            Expect.equal (Directory.GetFiles dir |> Array.map Path.GetFileName) [| "last.ckpt" |] "one checkpoint file, written once (no temporary left)"
+            // The file is a plain single-process checkpoint: it loads without MPI into an unwrapped model.
+            let layer (name: string) (m: torch.nn.Module<torch.Tensor, torch.Tensor>) = struct (name, m)
+            let plain = torch.nn.Sequential([| layer "fc1" (torch.nn.Linear(20L, 64L)); layer "act" (torch.nn.ReLU()); layer "fc2" (torch.nn.Linear(64L, 4L)) |])
+            let wrapper = Builder.build_optim_wrapper(plain, """{ "type": "OptimWrapper", "accumulative_counts": 2, "clip_grad": { "max_norm": 5.0 }, "optimizer": { "type": "SGD", "lr": 0.1, "momentum": 0.9, "weight_decay": 1e-4 }, "paramwise_cfg": { "bias_decay_mult": 0.0 } }""")
+            let meta = Optim.Checkpoint.Load(Path.Combine(dir, "last.ckpt"), plain, wrapper)
+            Expect.equal (meta.["epochs"].GetValue<int>()) 5 "metadata passed through"
+            let checksum = plain.parameters() |> Seq.sumBy (fun p -> p.detach().double().sum().item<double>())
+            Expect.equal (checksum.ToString("R")) trained "the single-process model holds the trained weights"
         }
         test "examples/DataParallel without mpirun: a one-rank job" {
             let psi = ProcessStartInfo("dotnet", RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false)
