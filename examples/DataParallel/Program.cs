@@ -13,6 +13,8 @@ using static TorchSharp.torch;
 
 var epochs = args.Length > 0 ? int.Parse(args[0]) : 5;
 var checkpointDir = args.Length > 1 ? args[1] : Path.Combine(Path.GetTempPath(), $"optim-ddp-example-{Environment.GetEnvironmentVariable("OMPI_COMM_WORLD_JOBID") ?? "local"}");
+Directory.CreateDirectory(checkpointDir);
+var checkpointFile = Path.Combine(checkpointDir, "last.ckpt");
 
 using var group = MpiProcessGroup.Init();
 // Ranks on one machine share its cores.
@@ -30,11 +32,12 @@ var model = nn.Sequential(("fc1", nn.Linear(20, 64)), ("act", nn.ReLU()), ("fc2"
 var ddp = new DistributedDataParallel(model, group);
 
 // build_optim_wrapper sees the inner model's names ("fc1.bias", not "module.fc1.bias").
-var optimWrapper = Builder.build_optim_wrapper(ddp, """
+const string optimConfig = """
     { "type": "OptimWrapper", "accumulative_counts": 2, "clip_grad": { "max_norm": 5.0 },
       "optimizer": { "type": "SGD", "lr": 0.1, "momentum": 0.9, "weight_decay": 1e-4 },
       "paramwise_cfg": { "bias_decay_mult": 0.0 } }
-    """);
+    """;
+var optimWrapper = Builder.build_optim_wrapper(ddp, optimConfig);
 
 const int batchPerRank = 32;
 var sampler = new DistributedSampler((int)features.shape[0], group, shuffle: true, seed: 42);
@@ -67,9 +70,9 @@ using (torch.no_grad())
     if (group.rank == 0) Console.WriteLine($"accuracy {accuracy:P1}");
 }
 
-// Rank 0 writes; every rank reads into a fresh model (plain, not wrapped: the files carry no "module." prefix).
-DistributedCheckpoint.Save(group, checkpointDir, ddp, optimWrapper);
+// Rank 0 writes one checkpoint file; every rank reads it into a fresh plain model and wrapper (no "module." prefix).
+DistributedCheckpoint.Save(group, checkpointFile, ddp, optimWrapper, metadata: new() { ["epochs"] = epochs });
 var restored = nn.Sequential(("fc1", nn.Linear(20, 64)), ("act", nn.ReLU()), ("fc2", nn.Linear(64, 4)));
-DistributedCheckpoint.Load(group, checkpointDir, restored);
+DistributedCheckpoint.Load(group, checkpointFile, restored, Builder.build_optim_wrapper(restored, optimConfig));
 static double Checksum(nn.Module m) => m.parameters().Select(p => p.detach().to(ScalarType.Float64).sum().item<double>()).Sum();
 Console.WriteLine($"rank {group.rank}: trained checksum {Checksum(model):R}, restored checksum {Checksum(restored):R}, gradient syncs {ddp.SyncCount}");

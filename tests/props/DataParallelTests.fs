@@ -14,6 +14,7 @@ open Optim.Core
 open Optim.Core.DataParallel
 open Optim.Distributed
 open Optim.Tests.DataParallelScenarios
+open Optim.Tests.TestSupport
 
 /// A group of one rank, in process (collectives are identities): DDP's bookkeeping without MPI.
 type SingleRankGroup() =
@@ -24,6 +25,18 @@ type SingleRankGroup() =
         member this.all_reduce_(_t, _op) = this.AllReduces <- this.AllReduces + 1
         member _.broadcast_(_t, _src) = ()
         member _.all_gather(values) = Array.copy values
+        member _.barrier() = ()
+        member _.Dispose() = ()
+
+/// Rank `me` of two, in process, whose peer's contribution to every all_gather is `peer`
+/// (DistributedCheckpoint's success flags: 1 = that rank failed).
+type ScriptedPeerGroup(me: int, peer: int64) =
+    interface IProcessGroup with
+        member _.rank = me
+        member _.world_size = 2
+        member _.all_reduce_(_t, _op) = ()
+        member _.broadcast_(_t, _src) = ()
+        member _.all_gather(values) = if me = 0 then Array.append values [| peer |] else Array.append [| peer |] values
         member _.barrier() = ()
         member _.Dispose() = ()
 
@@ -176,6 +189,53 @@ let coreTests =
     ]
 
 [<Tests>]
+let checkpointTests =
+    testList "DistributedCheckpoint (in process)" [
+        let fresh () =
+            let m = torch.nn.Linear(3L, 2L)
+            m, OptimWrapper(torch.optim.SGD(m.parameters(), 0.1))
+        let weights (m: torch.nn.Module) = m.parameters() |> Seq.map (fun p -> p.detach().clone()) |> List.ofSeq
+        test "rank 0 writes one Checkpoint file that loads without any group; metadata comes back" {
+            let path = Path.Combine(tempDir "ckpt", "last.ckpt")
+            let m, w = fresh ()
+            use ddp = new DistributedDataParallel(m, new SingleRankGroup())
+            DistributedCheckpoint.Save(new SingleRankGroup(), path, ddp, w, metadata = Text.Json.Nodes.JsonObject(dict [ "epoch", Text.Json.Nodes.JsonValue.Create 3 :> Text.Json.Nodes.JsonNode ]))
+            Expect.equal (Directory.GetFiles(Path.GetDirectoryName path) |> Array.map Path.GetFileName) [| "last.ckpt" |] "one file"
+            let plain, w2 = fresh ()
+            let meta = Optim.Checkpoint.Load(path, plain, w2)
+            Expect.equal (meta.["epoch"].GetValue<int>()) 3 "metadata"
+            for a, b in List.zip (weights m) (weights plain) do Expect.isTrue (a.allclose(b, 0.0, 0.0)) "the unwrapped model's weights"
+        }
+        test "a rank that loaded the file still fails when its peer could not: nobody trains on" {
+            let path = Path.Combine(tempDir "ckpt", "last.ckpt")
+            let m, w = fresh ()
+            DistributedCheckpoint.Save(new SingleRankGroup(), path, m, w)
+            let m2, w2 = fresh ()
+            let ex = throws<DistributedException> (fun () -> DistributedCheckpoint.Load(new ScriptedPeerGroup(0, 1L), path, m2, w2) |> ignore) "the peer failed"
+            Expect.stringContains ex.Message "rank(s) 1 failed to load" "names the rank"
+        }
+        test "rank 1 learns that rank 0 failed to save" {
+            let path = Path.Combine(tempDir "ckpt", "last.ckpt")
+            let m, w = fresh ()
+            let ex = throws<DistributedException> (fun () -> DistributedCheckpoint.Save(new ScriptedPeerGroup(1, 1L), path, m, w)) "rank 0 failed"
+            Expect.stringContains ex.Message "rank 0 failed to write" "says so"
+            Expect.isFalse (File.Exists path) "rank 1 writes nothing"
+        }
+        test "a corrupt file is this rank's CheckpointException and changes nothing" {
+            let path = Path.Combine(tempDir "ckpt", "last.ckpt")
+            let m, w = fresh ()
+            DistributedCheckpoint.Save(new SingleRankGroup(), path, m, w)
+            let bytes = File.ReadAllBytes path
+            bytes.[bytes.Length / 2] <- bytes.[bytes.Length / 2] ^^^ 0xFFuy
+            File.WriteAllBytes(path, bytes)
+            let m2, w2 = fresh ()
+            let before = weights m2
+            Expect.throwsT<CheckpointException> (fun () -> DistributedCheckpoint.Load(new ScriptedPeerGroup(0, 0L), path, m2, w2) |> ignore) "checksum"
+            for a, b in List.zip before (weights m2) do Expect.isTrue (a.allclose(b, 0.0, 0.0)) "unchanged"
+        }
+    ]
+
+[<Tests>]
 let singleProcessTests =
     testList "DistributedDataParallel (one rank, in process)" [
         test "module is the inner model; optimizer constructors see its names; no_sync skips the sync" {
@@ -303,7 +363,15 @@ let mpiTests =
                 Expect.equal t trained $"rank {r}: the same trained weights as the other rank"
                 Expect.equal restored trained $"rank {r}: rank 0's checkpoint restores them exactly"
                 Expect.equal syncs 20 $"rank {r}: 5 epochs × 8 iterations / accumulation 2 = 20 all-reduces"
-            Expect.isTrue (File.Exists(Path.Combine(dir, DistributedCheckpoint.ModelFile))) "the checkpoint was written"
+            Expect.equal (Directory.GetFiles dir |> Array.map Path.GetFileName) [| "last.ckpt" |] "one checkpoint file, written once (no temporary left)"
+            // The file is a plain single-process checkpoint: it loads without MPI into an unwrapped model.
+            let layer (name: string) (m: torch.nn.Module<torch.Tensor, torch.Tensor>) = struct (name, m)
+            let plain = torch.nn.Sequential([| layer "fc1" (torch.nn.Linear(20L, 64L)); layer "act" (torch.nn.ReLU()); layer "fc2" (torch.nn.Linear(64L, 4L)) |])
+            let wrapper = Builder.build_optim_wrapper(plain, """{ "type": "OptimWrapper", "accumulative_counts": 2, "clip_grad": { "max_norm": 5.0 }, "optimizer": { "type": "SGD", "lr": 0.1, "momentum": 0.9, "weight_decay": 1e-4 }, "paramwise_cfg": { "bias_decay_mult": 0.0 } }""")
+            let meta = Optim.Checkpoint.Load(Path.Combine(dir, "last.ckpt"), plain, wrapper)
+            Expect.equal (meta.["epochs"].GetValue<int>()) 5 "metadata passed through"
+            let checksum = plain.parameters() |> Seq.sumBy (fun p -> p.detach().double().sum().item<double>())
+            Expect.equal (checksum.ToString("R")) trained "the single-process model holds the trained weights"
         }
         test "examples/DataParallel without mpirun: a one-rank job" {
             let psi = ProcessStartInfo("dotnet", RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false)

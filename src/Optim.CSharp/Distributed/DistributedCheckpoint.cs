@@ -1,55 +1,62 @@
+using System.Text.Json.Nodes;
 using TorchSharp;
 
 namespace Optim.Distributed;
 
 /// <summary>
-/// Checkpoints of a data-parallel run: written once, by rank 0 (every rank holds the same
-/// parameters and optimizer state), and read by every rank. The model is saved without the
-/// data-parallel wrapper (an <see cref="IModelWrapper"/> is unwrapped), so the files load into a
-/// plain single-process model too.
+/// Checkpoints of a data-parallel run: one <see cref="Checkpoint"/> file, written once by rank 0
+/// (every rank holds the same parameters and optimizer state) and read by every rank. The model is
+/// saved without the data-parallel wrapper (an <see cref="IModelWrapper"/> is unwrapped), so the file
+/// also loads into a plain single-process model with <see cref="Checkpoint.Load(string, torch.nn.Module, OptimWrapper, IEnumerable{ParamScheduler}?)"/>.
 /// </summary>
 public static class DistributedCheckpoint
 {
-    /// <summary>The model's file inside a checkpoint folder (TorchSharp's <c>Module.save</c> format).</summary>
-    public const string ModelFile = "model.bin";
-    /// <summary>The optimizer wrapper's file inside a checkpoint folder (<see cref="OptimStateDict.save(string)"/>).</summary>
-    public const string OptimFile = "optim.bin";
-
     /// <summary>
-    /// Rank 0 writes <paramref name="model"/>'s parameters and buffers and, when given, the
-    /// wrapper's state into the folder <paramref name="directory"/>; every rank returns once the
-    /// files are complete (a barrier). Call it on every rank.
+    /// Rank 0 saves <paramref name="model"/> (unwrapped), <paramref name="optim_wrapper"/>,
+    /// <paramref name="schedulers"/> and <paramref name="metadata"/> to the file <paramref name="path"/>
+    /// with <see cref="Checkpoint.Save(string, torch.nn.Module, OptimWrapper, IEnumerable{ParamScheduler}?, JsonObject?)"/>
+    /// (atomically: a failed save leaves the previous file intact). Every rank returns once the file is
+    /// complete, and every rank throws if rank 0 failed. Call it on every rank.
     /// </summary>
-    public static void Save(IProcessGroup group, string directory, torch.nn.Module model, OptimWrapper? optim_wrapper = null)
+    /// <exception cref="DistributedException">On ranks other than 0: rank 0 failed to write (rank 0 throws its own error).</exception>
+    public static void Save(IProcessGroup group, string path, torch.nn.Module model, OptimWrapper optim_wrapper,
+                            IEnumerable<ParamScheduler>? schedulers = null, JsonObject? metadata = null)
     {
         ArgumentNullException.ThrowIfNull(group);
         Exception? failure = null;
         if (group.rank == 0)
         {
-            try
-            {
-                Directory.CreateDirectory(directory);
-                ModuleFacts.Unwrap(model).save(Path.Combine(directory, ModelFile));
-                optim_wrapper?.state_dict().save(Path.Combine(directory, OptimFile));
-            }
+            try { Checkpoint.Save(path, ModuleFacts.Unwrap(model), optim_wrapper, schedulers, metadata); }
             catch (Exception ex) { failure = ex; }
         }
         // Every rank learns whether rank 0 succeeded, so none continues believing a checkpoint exists.
         var failed = group.all_gather([failure is null ? 0L : 1L]);
         if (failure is not null) throw failure;
-        if (failed[0] != 0) throw new DistributedException($"rank 0 failed to write the checkpoint to {directory}");
+        if (failed[0] != 0) throw new DistributedException($"rank 0 failed to write the checkpoint {path}");
     }
 
     /// <summary>
-    /// Every rank loads the checkpoint in <paramref name="directory"/> into <paramref name="model"/>
-    /// (unwrapped) and, when given, <paramref name="optim_wrapper"/>. Call it on every rank.
+    /// Every rank loads the checkpoint file <paramref name="path"/> into <paramref name="model"/>
+    /// (unwrapped), <paramref name="optim_wrapper"/> and <paramref name="schedulers"/> with
+    /// <see cref="Checkpoint.Load(string, torch.nn.Module, OptimWrapper, IEnumerable{ParamScheduler}?)"/>
+    /// (checksum and every part validated before anything is applied), then every rank learns whether
+    /// all ranks succeeded. Returns the metadata given to Save. Call it on every rank.
     /// </summary>
-    /// <exception cref="StateDictException">The optimizer state does not fit the wrapper (it is left unchanged).</exception>
-    public static void Load(IProcessGroup group, string directory, torch.nn.Module model, OptimWrapper? optim_wrapper = null)
+    /// <exception cref="CheckpointException">This rank's file is missing a part, corrupt or does not fit (nothing was changed on this rank).</exception>
+    /// <exception cref="DistributedException">This rank loaded the file but another rank failed to.</exception>
+    public static JsonObject Load(IProcessGroup group, string path, torch.nn.Module model, OptimWrapper optim_wrapper,
+                                  IEnumerable<ParamScheduler>? schedulers = null)
     {
         ArgumentNullException.ThrowIfNull(group);
-        ModuleFacts.Unwrap(model).load(Path.Combine(directory, ModelFile));
-        optim_wrapper?.load_state_dict(OptimStateDict.load(Path.Combine(directory, OptimFile)));
-        group.barrier();
+        Exception? failure = null;
+        JsonObject metadata = [];
+        try { metadata = Checkpoint.Load(path, ModuleFacts.Unwrap(model), optim_wrapper, schedulers); }
+        catch (Exception ex) { failure = ex; }
+        // A rank that cannot read the file (another machine's disk, a corrupt copy) stops every rank.
+        var failed = group.all_gather([failure is null ? 0L : 1L]);
+        if (failure is not null) throw failure;
+        var others = Enumerable.Range(0, failed.Length).Where(r => failed[r] != 0).ToList();
+        if (others.Count > 0) throw new DistributedException($"rank(s) {string.Join(", ", others)} failed to load the checkpoint {path}");
+        return metadata;
     }
 }
