@@ -70,7 +70,7 @@ let toPy (st: State) : PyValue =
                 "factor", pf r.Factor; "min_values", floats ps.MinValues; "patience", pi r.Patience; "cooldown", pi r.Cooldown
                 "cooldown_counter", pi ps.CooldownCounter
                 "rule_worse", pi (match r.Mode with Less -> INF | Greater -> -INF)
-                "best", pf ps.Best; "num_bad_epochs", pi ps.NumBadEpochs; "eps", pf r.Eps; "monitor", PyValue.Str r.Monitor
+                "best", (match ps.Best with IntBest n -> pi n | FloatBest x -> pf x); "num_bad_epochs", pi ps.NumBadEpochs; "eps", pf r.Eps; "monitor", PyValue.Str r.Monitor
                 "rule", PyValue.Str(match r.Mode with Less -> "less" | Greater -> "greater")
                 "threshold", pf r.Threshold
                 "threshold_rule", PyValue.Str(match r.ThresholdRule with Rel -> "rel" | Abs -> "abs")
@@ -274,7 +274,10 @@ let load (current: State) (sd: PyValue) : Result<State, ScheduleError> =
             let s = { current.Scheduler with Rule = rule; ParamName = paramName; Begin = b; End = e; ByEpoch = byEpoch; Verbose = verbose }
             match rule, current.Plateau with
             | ReduceOnPlateau _, Some _ ->
-                let! best = num d "best"
+                let! best =
+                    match PyValue.tryFind "best" d with
+                    | Some(PyValue.Int n) -> Ok(IntBest n)
+                    | _ -> num d "best" |> Result.map FloatBest
                 let! bad = int64Of d "num_bad_epochs"
                 let! cooldownCounter = int64Of d "cooldown_counter"
                 let! minValues = listOf d "min_values" asFloat

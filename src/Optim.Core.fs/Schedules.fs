@@ -122,9 +122,17 @@ type Scheduler =
       ByEpoch: bool
       Verbose: bool }
 
+/// ReduceOnPlateau's `best` with its Python type: MMEngine starts it at its integer `rule_worse`
+/// (INF = int(1e9), or -INF) and replaces it with the first metric that beats it (a float).
+type PlateauBest =
+    | IntBest of int64
+    | FloatBest of float
+
+    member b.Value = match b with IntBest n -> float n | FloatBest x -> x
+
 /// ReduceOnPlateau's counters.
 type PlateauState =
-    { Best: float
+    { Best: PlateauBest
       NumBadEpochs: int64
       CooldownCounter: int64
       /// `min_values`: one per group of the param-group list (pseudo group included).
@@ -425,7 +433,7 @@ let private stepPlateau (r: PlateauRule) (ps: PlateauState) (st: State) (metrics
             Error(ScheduleError.keyError (sprintf "Excepted key in %s, but got key %s is not in dict" keys r.Monitor))
         | Some(_, metric) ->
             let t = st.LastStep + 1L
-            let best, bad = if isBetter r metric ps.Best then metric, 0L else ps.Best, ps.NumBadEpochs + 1L
+            let best, bad = if isBetter r metric ps.Best.Value then FloatBest metric, 0L else ps.Best, ps.NumBadEpochs + 1L
             let cooldown, bad = if ps.CooldownCounter > 0L then ps.CooldownCounter - 1L, 0L else ps.CooldownCounter, bad
             let st = { st with LastStep = t }
             if bad > r.Patience then
@@ -582,7 +590,7 @@ let attach (s: Scheduler) (target: Target) (groups: Group list) : Result<Outcome
                 // The wrapper's pseudo group takes the last group's value.
                 | Each xs -> Ok(if n > target.RealGroupCount && not xs.IsEmpty then xs @ [ List.last xs ] else xs)
             let! last = readValues s.ParamName a.G
-            let best = match r.Mode with Less -> float INF | Greater -> -(float INF)
+            let best = IntBest(match r.Mode with Less -> INF | Greater -> -INF)
             let ps = { Best = best; NumBadEpochs = 0L; CooldownCounter = 0L; MinValues = minValues }
             return
                 finish a
