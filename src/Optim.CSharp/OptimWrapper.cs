@@ -317,7 +317,7 @@ public class OptimWrapper : BaseOptimWrapper
         using var scope = torch.NewDisposeScope();
         var flag = loss.detach().isfinite().logical_not().any().to(ScalarType.Float32);
         if (_lossNonFinite is null) _lossNonFinite = flag.MoveToOuterDisposeScope().DetachFromDisposeScope();
-        else _lossNonFinite.add_(flag.to(_lossNonFinite.device));
+        else using (var one = 1.ToScalar()) _lossNonFinite.add_(flag.to(_lossNonFinite.device), one);
     }
 
     /// <summary>
@@ -340,7 +340,7 @@ public class OptimWrapper : BaseOptimWrapper
     {
         if (a is null) return b;
         if (b is null) return a;
-        using (b) a.add_(b.to(a.device));
+        using (b) using (var one = 1.ToScalar()) a.add_(b.to(a.device), one);
         return a;
     }
 
@@ -441,7 +441,8 @@ public class OptimWrapper : BaseOptimWrapper
     public Tensor scale_loss(Tensor loss)
     {
         var factor = Raise.Unwrap(Accumulation.lossFactor(_counts), runtime: true);
-        return loss / factor;
+        using var divisor = factor.ToScalar(); // kept alive through the native call (see PerTensor)
+        return loss / divisor;
     }
 
     /// <inheritdoc />
@@ -527,7 +528,9 @@ public class OptimWrapper : BaseOptimWrapper
         if (grads.Count == 0 || _clip is null) return;
         if (_clip.Clip is Clipping.ClipGrad.Value byValue)
         {
-            foreach (var g in grads) g.clamp_(-byValue.Item.ClipValue, byValue.Item.ClipValue);
+            using var low = (-byValue.Item.ClipValue).ToScalar();
+            using var high = byValue.Item.ClipValue.ToScalar();
+            foreach (var g in grads) g.clamp_(low, high);
             return;
         }
         var byNorm = ((Clipping.ClipGrad.Norm)_clip.Clip).Item;
@@ -582,7 +585,7 @@ internal static class GradNonFinite
                 using (var one = torch.ones(Array.Empty<long>(), ScalarType.Float32, device))
                     AmpNative.NonFiniteCheckAndUnscale(list, found, one);
                 if (total is null) total = found;
-                else using (found) total.add_(found.to(total.device));
+                else using (found) using (var one = 1.ToScalar()) total.add_(found.to(total.device), one);
             }
             return total;
         }
@@ -617,7 +620,11 @@ internal static class GradClipping
             throw new InvalidOperationException(
                 $"The total norm of order {PyFormat.@float(settings.NormType.IsInfinity ? double.PositiveInfinity : ((Clipping.NormOrder.P)settings.NormType).Item)} for gradients from `parameters` is non-finite, so it cannot be clipped. To disable this error and scale the gradients by the non-finite norm anyway, set `error_if_nonfinite=False`");
         // Python's `max_norm / tensor` is reciprocal-then-multiply; do the same for the same bits.
-        var coef = (total + 1e-6).reciprocal().mul(settings.MaxNorm).clamp_max(1.0);
+        using var epsilon = 1e-6.ToScalar();
+        using var maxNorm = settings.MaxNorm.ToScalar();
+        using var unitAlpha = 1.ToScalar();
+        using var one = 1.0.ToScalar();
+        var coef = total.add(epsilon, unitAlpha).reciprocal().mul(maxNorm).clamp_max(one);
         foreach (var g in grads) g.mul_(coef.to(g.device));
         return total.to(torch.float64).item<double>();
     }

@@ -171,7 +171,7 @@ public class GradScaler
                 var foundInf = torch.zeros(Array.Empty<long>(), ScalarType.Float32, device).DetachFromDisposeScope();
                 if (!usable)
                 {
-                    foundInf.fill_(1.0f);
+                    using (var one = 1.0f.ToScalar()) foundInf.fill_(one);
                     opt.FoundInfPerDevice.Add(foundInf);
                     continue;
                 }
@@ -252,7 +252,7 @@ public class GradScaler
             else
                 logger.LogWarning("GradScaler: the loss scale reached its ceiling max_scale={Ceiling}", (double)state.Scale);
         }
-        scaleTensor.fill_(state.Scale);
+        using (var scale = state.Scale.ToScalar()) scaleTensor.fill_(scale);
         ResetOptimizerStates();
     }
 
@@ -282,7 +282,8 @@ public class GradScaler
     public virtual void load_state_dict(IEnumerable<KeyValuePair<string, object?>> state_dict)
     {
         state = Raise.Unwrap(LossScaling.ofStateDict(PyValue.NewDict(Py.ToPyDict(state_dict)), state), nameof(state_dict));
-        scaleTensor?.fill_(state.Scale);
+        if (scaleTensor is not null)
+            using (var scale = state.Scale.ToScalar()) scaleTensor.fill_(scale);
     }
 
     /// <summary>How many updates ran into <c>min_scale</c> or <c>max_scale</c> (each also logged as a warning).</summary>
@@ -300,7 +301,8 @@ public class GradScaler
         if (!perOptimizer.TryGetValue(optimizer, out var o) || o.FoundInfPerDevice.Count == 0) return null;
         var device = o.FoundInfPerDevice[0].device;
         var sum = o.FoundInfPerDevice[0].clone();
-        for (int i = 1; i < o.FoundInfPerDevice.Count; i++) sum.add_(o.FoundInfPerDevice[i].to(device));
+        using var one = 1.ToScalar();
+        for (int i = 1; i < o.FoundInfPerDevice.Count; i++) sum.add_(o.FoundInfPerDevice[i].to(device), one);
         return sum;
     }
 

@@ -192,7 +192,7 @@ public class DistributedDataParallel<TInput, TResult> : nn.Module<TInput, TResul
                 else slice.copy_(g.reshape(-1));
             }
             process_group.all_reduce_(flat, ReduceOp.SUM);
-            flat.div_(world);
+            using (var worldSize = world.ToScalar()) flat.div_(worldSize);
             AllReduceCount++;
             foreach (var (p, offset, numel) in bucket.Members)
             {

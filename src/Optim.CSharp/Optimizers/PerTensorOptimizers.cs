@@ -525,7 +525,8 @@ public sealed class Rprop : TorchSharp.Modules.Rprop, IAmpScalingOptimizer, IImp
         if (st.step == 0)
         {
             st.prev.zero_();
-            st.step_size.fill_(lr);
+            using var initialStep = lr.ToScalar();
+            st.step_size.fill_(initialStep);
         }
         st.step += 1;
         PerTensor.Rprop(p, grad, st.prev, st.step_size, o.etaminus!.Value, o.etaplus!.Value, o.min_step!.Value, o.max_step!.Value, o.maximize!.Value);
