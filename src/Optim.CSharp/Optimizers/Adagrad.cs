@@ -13,8 +13,7 @@ namespace Optim.Torch;
 /// </summary>
 public sealed class Adagrad : TorchSharp.Modules.Adagrad, IAmpScalingOptimizer, IImplementationChoice
 {
-    private const int Width = 5;
-    private readonly ParamBuckets<State> _buckets;
+    private readonly BucketStepper<State, AdagradHyper, AdagradRule> _steps;
 
     /// <summary>One group over <paramref name="parameters"/>.</summary>
     /// <param name="parameters">The parameters to optimise.</param>
@@ -27,126 +26,74 @@ public sealed class Adagrad : TorchSharp.Modules.Adagrad, IAmpScalingOptimizer, 
     /// <param name="fused">PyTorch's <c>fused</c>: true for libtorch's fused kernel (the default when neither switch is given).</param>
     public Adagrad(IEnumerable<Parameter> parameters, double lr = 1e-2, double lr_decay = 0, double weight_decay = 0,
         double initial_accumulator_value = 0, double eps = 1e-10, bool? @foreach = null, bool? fused = null)
-        : base(parameters, lr, lr_decay, weight_decay, initial_accumulator_value, eps)
-    {
-        _buckets = new ParamBuckets<State>(Width, Signature, h => _state[h]);
-        Implementation = Implementations.Resolve("Adagrad", @foreach, fused);
-        if (fused == true) Implementations.CheckFusedParams("Adagrad", parameters);
-        (this.@foreach, this.fused) = (@foreach, fused);
-    }
+        : base(parameters, lr, lr_decay, weight_decay, initial_accumulator_value, eps) =>
+        _steps = new("Adagrad", default, ImplementationChoice.For("Adagrad", @foreach, fused, parameters), _state);
 
     /// <summary>Param groups with per-group options; missing options come from these arguments.</summary>
     /// <inheritdoc cref="Adagrad(IEnumerable{Parameter}, double, double, double, double, double, bool?, bool?)"/>
     public Adagrad(IEnumerable<ParamGroup> parameters, double lr = 1e-2, double lr_decay = 0, double weight_decay = 0,
         double initial_accumulator_value = 0, double eps = 1e-10, bool? @foreach = null, bool? fused = null)
-        : base(parameters, lr, lr_decay, weight_decay, initial_accumulator_value, eps)
-    {
-        _buckets = new ParamBuckets<State>(Width, Signature, h => _state[h]);
-        Implementation = Implementations.Resolve("Adagrad", @foreach, fused);
-        if (fused == true) Implementations.CheckFusedParams("Adagrad", base.parameters());
-        (this.@foreach, this.fused) = (@foreach, fused);
-    }
+        : base(parameters, lr, lr_decay, weight_decay, initial_accumulator_value, eps) =>
+        _steps = new("Adagrad", default, ImplementationChoice.For("Adagrad", @foreach, fused, base.parameters()), _state);
 
     /// <inheritdoc />
-    public bool? @foreach { get; }
+    public bool? @foreach => _steps.Choice.Foreach;
 
     /// <inheritdoc />
-    public bool? fused { get; }
+    public bool? fused => _steps.Choice.Fused;
 
     /// <inheritdoc />
-    public Implementation Implementation { get; }
+    public Implementation Implementation => _steps.Choice.Implementation;
 
     /// <summary>How often the bucket partition was rebuilt (it is cached across steps).</summary>
-    public int BucketRebuilds => _buckets?.Rebuilds ?? 0;
-
-    private static void Signature(OptimizerOptions options, Span<double> s)
-    {
-        var o = (Options)options;
-        s[0] = o.LearningRate!.Value;
-        s[1] = o.lr_decay!.Value;
-        s[2] = o.weight_decay!.Value;
-        s[3] = o.eps!.Value;
-        s[4] = o.initial_accumulator_value!.Value;
-    }
+    public int BucketRebuilds => _steps?.Buckets.Rebuilds ?? 0;
 
     /// <inheritdoc />
     public override void add_param_group(TorchSharp.Modules.ParamGroup param_group)
     {
         base.add_param_group(param_group);
-        _buckets?.Invalidate();
-        // PyTorch refuses non-floating parameters for fused=True; groups added after construction too.
-        if (fused == true) Implementations.CheckFusedParams("Adagrad", param_group.Parameters);
+        _steps?.Added(param_group);
     }
 
     /// <summary>One Adagrad step (PyTorch's <c>optimizer.step(closure)</c>).</summary>
-    public override Tensor step(Func<Tensor>? closure = null) => Step(closure, FusedNative.Scaling.None)!;
+    public override Tensor step(Func<Tensor>? closure = null) => _steps.Step(_parameter_groups, closure, FusedNative.Scaling.None)!;
 
     /// <inheritdoc />
-    public Tensor? step(Tensor? grad_scale, Tensor? found_inf, Func<Tensor>? closure = null) => Step(closure, new(grad_scale, found_inf));
+    public Tensor? step(Tensor? grad_scale, Tensor? found_inf, Func<Tensor>? closure = null) =>
+        _steps.Step(_parameter_groups, closure, new(grad_scale, found_inf));
+}
 
-    private Tensor? Step(Func<Tensor>? closure, FusedNative.Scaling scaling) => StepSupport.Run(closure, () =>
-    {
-        if (StepSupport.Flagged(scaling.FoundInf)) return;
-        if (Implementation == Implementation.ForLoop)
-        {
-            foreach (var g in _parameter_groups)
-            {
-                var o = (Options)g.Options;
-                foreach (var p in g.Parameters)
-                    if (p.grad is { } grad) One(p, grad, (State)_state[p.Handle], o, o.LearningRate!.Value, scaling);
-            }
-            return;
-        }
-        foreach (var b in _buckets.For(_parameter_groups)) StepBucket(b, scaling);
-    });
+/// <summary>Adagrad's hyper-parameters of a group that its step reads, other than lr.</summary>
+internal readonly record struct AdagradHyper(double LrDecay, double WeightDecay, double Eps);
 
-    private static void One(Parameter p, Tensor grad, State st, Options o, double lr, FusedNative.Scaling scaling)
+/// <summary>Adagrad's rule: state <c>step</c> and <c>sum</c>; per bucket one <c>_fused_adagrad_</c> call per step count.</summary>
+internal readonly struct AdagradRule : IFusedRule<TorchSharp.Modules.Adagrad.State, AdagradHyper>
+{
+    public AdagradHyper Read(OptimizerOptions options)
     {
-        if (scaling.GradScale is not null) grad.div_(scaling.GradScale);
+        var o = (TorchSharp.Modules.Adagrad.Options)options;
+        return new(o.lr_decay!.Value, o.weight_decay!.Value, o.eps!.Value);
+    }
+
+    public void One(Parameter p, Tensor grad, TorchSharp.Modules.Adagrad.State st, in AdagradHyper h, double lr)
+    {
         if (grad.is_sparse) throw new NotImplementedException("Adagrad over sparse gradients");
         st.step += 1;
-        PerTensor.Adagrad(p, grad, st.sum, st.step, lr, o.lr_decay!.Value, o.weight_decay!.Value, o.eps!.Value, maximize: false);
+        PerTensor.Adagrad(p, grad, st.sum, st.step, lr, h.LrDecay, h.WeightDecay, h.Eps, maximize: false);
     }
 
-    private void StepBucket(ParamBuckets<State>.Bucket b, FusedNative.Scaling scaling)
-    {
-        var o = (Options)_parameter_groups[b.Group].Options;
-        if (Implementation != Implementation.Fused || !b.Fusable)
-        {
-            for (int j = 0; j < b.Params.Count; j++)
-                if (b.Params[j].grad is { } grad) One(b.Params[j], grad, b.States[j], o, b.Lr, scaling);
-            return;
-        }
-        scaling = StepSupport.OnDevice(scaling, b.Device);
-        var n = b.Params.Count;
-        IntPtr[] ps = b.ScratchArray(0, n), gs = b.ScratchArray(1, n), sums = b.ScratchArray(2, n), steps = b.ScratchArray(3, n);
-        var batch = new StepBatches(n);
-        for (int j = 0; j < n; j++)
-        {
-            var p = b.Params[j];
-            var grad = p.grad;
-            if (grad is null) continue;
-            var st = b.States[j];
-            if (!StepSupport.FusableGrad(grad, b.Dtype, b.Device) || !b.StateFits(0, j, st.sum))
-            {
-                One(p, grad, st, o, b.Lr, scaling);
-                continue;
-            }
-            batch.Add(j, grad, st.step + 1);
-        }
-        batch.Run((members, grads, step) =>
-        {
-            using var stepTensor = torch.tensor((float)step, ScalarType.Float32, b.Device);
-            var stepImpl = FusedNative.Impl(stepTensor);
-            for (int k = 0; k < members.Count; k++)
-            {
-                ps[k] = FusedNative.Impl(b.Params[members[k]]);
-                gs[k] = FusedNative.Impl(grads[k]);
-                sums[k] = FusedNative.Impl(b.States[members[k]].sum);
-                steps[k] = stepImpl;
-            }
-            FusedNative.Adagrad(ps, gs, sums, steps, members.Count, b.Lr, o.lr_decay!.Value, o.weight_decay!.Value, o.eps!.Value, false, scaling);
-            foreach (var m in members) b.States[m].step = step;
-        });
-    }
+    public int Slots => 1;
+
+    public bool StepTensors => true;
+
+    public long Batch(TorchSharp.Modules.Adagrad.State st, in AdagradHyper h) => st.step + 1;
+
+    public Tensor? State(TorchSharp.Modules.Adagrad.State st, int slot, in AdagradHyper h) => st.sum;
+
+    public void Prepare(Parameter p, Tensor grad, TorchSharp.Modules.Adagrad.State st, in AdagradHyper h) { }
+
+    public void Launch(IntPtr[][] lists, int count, long batch, in AdagradHyper h, double lr, FusedNative.Scaling scaling) =>
+        FusedNative.Adagrad(lists[0], lists[1], lists[2], lists[3], count, lr, h.LrDecay, h.WeightDecay, h.Eps, false, scaling);
+
+    public void Advance(TorchSharp.Modules.Adagrad.State st, long batch) => st.step = batch;
 }

@@ -8,28 +8,29 @@ namespace Optim.Torch;
 /// <summary>
 /// An optimizer's parameters partitioned for one kernel call per bucket: same device, same dtype and
 /// identical hyper-parameters, across param groups (so MMEngine's one-group-per-parameter layout steps
-/// like one big group). The partition is cached; each step re-reads every group's options (a few field
-/// reads per group, no allocation) and rebuilds only when a group, its parameter list or a non-lr
-/// option changed. Learning rates written by a scheduler only update the buckets' lr, unless two groups
-/// of one bucket now differ.
+/// like one big group). The partition is cached; each step compares every group with its snapshot (the
+/// same group and parameter list objects, the same hyper-parameters: a few field reads per group, no
+/// allocation) and rebuilds only when a group, its parameter list or a non-lr option changed. Learning
+/// rates written by a scheduler only update the buckets' lr, unless two groups of one bucket now differ.
 /// </summary>
 /// <typeparam name="TState">The optimizer's per-parameter state type.</typeparam>
-internal sealed class ParamBuckets<TState> where TState : OptimizerState
+/// <typeparam name="THyper">A group's hyper-parameters other than lr (compared with <see cref="IEquatable{T}"/>: NaN equals NaN).</typeparam>
+internal sealed class ParamBuckets<TState, THyper> where TState : OptimizerState where THyper : struct, IEquatable<THyper>
 {
-    /// <summary>Writes a group's hyper-parameters into the span: lr first, then the others (bools as 0/1).</summary>
-    internal delegate void Signature(OptimizerOptions options, Span<double> into);
-
     internal sealed class Bucket
     {
-        internal Bucket(int group, Device device, ScalarType dtype, bool fusable)
+        internal Bucket(int group, Device device, ScalarType dtype, bool fusable, THyper hyper, double lr, int lists)
         {
             Group = group;
             Device = device;
             Dtype = dtype;
             Fusable = fusable;
+            Hyper = hyper;
+            Lr = lr;
+            _lists = lists;
         }
 
-        /// <summary>The first group whose parameters are here: the bucket's options are that group's.</summary>
+        /// <summary>The first group whose parameters are here.</summary>
         public int Group { get; }
         /// <summary>Every group merged into the bucket.</summary>
         public List<int> Groups { get; } = new();
@@ -39,10 +40,25 @@ internal sealed class ParamBuckets<TState> where TState : OptimizerState
         public bool Fusable { get; }
         public List<Parameter> Params { get; } = new();
         public List<TState> States { get; } = new();
+        /// <summary>The hyper-parameters every group of the bucket has (a field: passed by reference).</summary>
+        public readonly THyper Hyper;
         /// <summary>The learning rate every group of the bucket has now.</summary>
         public double Lr { get; set; }
-        /// <summary>Scratch arrays reused by the fused calls (impl pointers).</summary>
-        internal IntPtr[][] Scratch = Array.Empty<IntPtr[]>();
+
+        private readonly int _lists;
+        private IntPtr[][]? _impls;
+        private int[]? _members;
+        private Tensor?[]? _grads;
+        private long[]? _batches;
+        private bool[]? _done;
+
+        /// <summary>Per kernel argument list, the impl pointers of one call (reused across steps).</summary>
+        internal IntPtr[][] Lists => _impls ??= Enumerable.Range(0, _lists).Select(_ => new IntPtr[Params.Count]).ToArray();
+        /// <summary>Scratch reused across steps: the gathered parameters' indices, gradients, batches and a done mark.</summary>
+        internal int[] Members => _members ??= new int[Params.Count];
+        internal Tensor?[] Grads => _grads ??= new Tensor?[Params.Count];
+        internal long[] Batches => _batches ??= new long[Params.Count];
+        internal bool[] Done => _done ??= new bool[Params.Count];
 
         /// <summary>Per state slot, the state tensor objects already checked to fit the kernel (same dtype, device, contiguous).</summary>
         private Tensor?[][] _fitted = Array.Empty<Tensor?[]>();
@@ -61,141 +77,110 @@ internal sealed class ParamBuckets<TState> where TState : OptimizerState
             cache[j] = fits ? t : null;
             return fits;
         }
-
-        internal IntPtr[] ScratchArray(int slot, int length)
-        {
-            if (Scratch.Length <= slot) Array.Resize(ref Scratch, slot + 1);
-            var a = Scratch[slot];
-            if (a is null || a.Length < length) Scratch[slot] = a = new IntPtr[length];
-            return a;
-        }
     }
 
-    private readonly int _width;
-    private readonly Signature _signature;
-    private readonly Func<IntPtr, OptimizerState> _stateOf;
+    private readonly int _lists;
+    private readonly IDictionary<IntPtr, OptimizerState> _states;
     private List<Bucket> _buckets = new();
+    // The snapshot the partition was built from, per group: the group and parameter list objects, the
+    // hyper-parameters and the lr last seen.
     private ParamGroup[] _groups = Array.Empty<ParamGroup>();
     private object?[] _paramLists = Array.Empty<object?>();
-    private double[][] _signatures = Array.Empty<double[]>();
-    private readonly double[] _scratch;
-    private int[] _bucketOfGroup = Array.Empty<int>();
+    private THyper[] _hyper = Array.Empty<THyper>();
+    private double[] _lr = Array.Empty<double>();
 
     /// <summary>How many times the partition was built (for tests and benchmarks).</summary>
     public int Rebuilds { get; private set; }
 
-    internal ParamBuckets(int width, Signature signature, Func<IntPtr, OptimizerState> stateOf)
+    /// <param name="lists">Argument lists per kernel call (parameters, gradients, state slots, step tensors).</param>
+    /// <param name="states">The optimizer's per-parameter states by parameter handle.</param>
+    internal ParamBuckets(int lists, IDictionary<IntPtr, OptimizerState> states)
     {
-        _width = width;
-        _signature = signature;
-        _stateOf = stateOf;
-        _scratch = new double[width];
+        _lists = lists;
+        _states = states;
     }
 
-    /// <summary>Drops the cached partition (after load_state_dict replaced states, or add_param_group).</summary>
+    /// <summary>Drops the cached partition (after add_param_group).</summary>
     public void Invalidate() => _groups = Array.Empty<ParamGroup>();
 
-    /// <summary>The buckets for the groups as they are now.</summary>
-    public IReadOnlyList<Bucket> For(IList<ParamGroup> groups)
+    /// <summary>The buckets for the groups as they are now (<paramref name="rule"/> reads their hyper-parameters).</summary>
+    public List<Bucket> For<TRule>(IList<ParamGroup> groups, in TRule rule) where TRule : struct, IRule<TState, THyper>
     {
-        if (!Current(groups)) Rebuild(groups);
+        if (!Current(groups, rule)) Rebuild(groups, rule);
         return _buckets;
     }
 
-    private bool Current(IList<ParamGroup> groups)
+    private bool Current<TRule>(IList<ParamGroup> groups, in TRule rule) where TRule : struct, IRule<TState, THyper>
     {
-        if (groups.Count != _groups.Length) return false;
+        var n = groups.Count;
+        if (n != _groups.Length) return false;
         var lrChanged = false;
-        Span<double> now = _scratch;
-        for (int i = 0; i < groups.Count; i++)
+        for (int i = 0; i < n; i++)
         {
             var g = groups[i];
             if (!ReferenceEquals(g, _groups[i]) || !ReferenceEquals(g.Parameters, _paramLists[i])) return false;
-            _signature(g.Options, now);
-            var cached = _signatures[i];
-            for (int k = 1; k < _width; k++)
-                if (!now[k].Equals(cached[k])) return false;
-            if (!now[0].Equals(cached[0])) { cached[0] = now[0]; lrChanged = true; }
+            var o = g.Options;
+            if (!rule.Read(o).Equals(_hyper[i])) return false;
+            var lr = o.LearningRate!.Value;
+            if (!lr.Equals(_lr[i])) { _lr[i] = lr; lrChanged = true; }
         }
         if (!lrChanged) return true;
         // A scheduler moved learning rates: each bucket stays valid while its groups still agree.
         foreach (var b in _buckets)
         {
-            var lr = _signatures[b.Group][0];
+            var lr = _lr[b.Group];
             foreach (var gi in b.Groups)
-                if (!_signatures[gi][0].Equals(lr)) return false;
+                if (!_lr[gi].Equals(lr)) return false;
             b.Lr = lr;
         }
         return true;
     }
 
-    private void Rebuild(IList<ParamGroup> groups)
+    private void Rebuild<TRule>(IList<ParamGroup> groups, in TRule rule) where TRule : struct, IRule<TState, THyper>
     {
         Rebuilds++;
         var n = groups.Count;
         _groups = new ParamGroup[n];
         _paramLists = new object?[n];
-        _signatures = new double[n][];
-        _bucketOfGroup = new int[n];
+        _hyper = new THyper[n];
+        _lr = new double[n];
         var buckets = new List<Bucket>();
-        var index = new Dictionary<(DeviceType, int, ScalarType, bool, SignatureKey), Bucket>();
+        var index = new Dictionary<(DeviceType, int, ScalarType, bool, THyper, double), Bucket>();
         for (int i = 0; i < n; i++)
         {
             var g = groups[i];
             _groups[i] = g;
             _paramLists[i] = g.Parameters;
-            var sig = new double[_width];
-            _signature(g.Options, sig);
-            _signatures[i] = sig;
-            var key = new SignatureKey(sig);
+            var hyper = _hyper[i] = rule.Read(g.Options);
+            var lr = _lr[i] = g.Options.LearningRate!.Value;
             foreach (var p in g.Parameters)
             {
                 var dtype = p.dtype;
                 var fusable = FusedNative.SupportsDtype(dtype) && p.is_contiguous() && !p.is_sparse;
-                var k = (p.device_type, p.device_index, dtype, fusable, key);
+                var k = (p.device_type, p.device_index, dtype, fusable, hyper, lr);
                 if (!index.TryGetValue(k, out var bucket))
                 {
-                    index[k] = bucket = new Bucket(i, p.device, dtype, fusable) { Lr = sig[0] };
+                    index[k] = bucket = new Bucket(i, p.device, dtype, fusable, hyper, lr, _lists);
                     buckets.Add(bucket);
                 }
                 if (bucket.Groups.Count == 0 || bucket.Groups[^1] != i) bucket.Groups.Add(i);
                 bucket.Params.Add(p);
-                bucket.States.Add((TState)_stateOf(p.Handle));
+                bucket.States.Add((TState)_states[p.Handle]);
             }
         }
         _buckets = buckets;
-    }
-
-    /// <summary>Value equality over a signature (doubles compared with Equals, so NaN equals NaN).</summary>
-    private readonly struct SignatureKey : IEquatable<SignatureKey>
-    {
-        private readonly double[] _values;
-        public SignatureKey(double[] values) => _values = values;
-        public bool Equals(SignatureKey other) => _values.AsSpan().SequenceEqual(other._values);
-        public override bool Equals(object? obj) => obj is SignatureKey k && Equals(k);
-        public override int GetHashCode()
-        {
-            var h = new HashCode();
-            foreach (var v in _values) h.Add(v);
-            return h.ToHashCode();
-        }
     }
 }
 
 /// <summary>Shared pieces of Optim's optimizers' <c>step</c>.</summary>
 internal static class StepSupport
 {
-    /// <summary>PyTorch's step frame: the closure (with grad) first, then the update without grad, temporaries disposed.</summary>
-    internal static Tensor? Run(Func<Tensor>? closure, Action update)
+    /// <summary>The closure of PyTorch's <c>step(closure)</c>, evaluated with grad enabled (the update then runs without).</summary>
+    internal static Tensor? Closure(Func<Tensor>? closure)
     {
-        Tensor? loss = null;
-        if (closure is not null)
-            using (torch.enable_grad())
-                loss = closure();
-        using (torch.no_grad())
-        using (torch.NewDisposeScope())
-            update();
-        return loss;
+        if (closure is null) return null;
+        using (torch.enable_grad())
+            return closure();
     }
 
     /// <summary>Reads a one-element found-inf flag (a device synchronisation): true when it is non-zero.</summary>

@@ -15,6 +15,8 @@ namespace Optim.Torch;
 /// </summary>
 public sealed class RMSProp : TorchSharp.Modules.RMSProp, IAmpScalingOptimizer, IImplementationChoice
 {
+    private readonly ImplementationChoice _choice;
+
     /// <summary>One group over <paramref name="parameters"/> (PyTorch's argument names and defaults).</summary>
     /// <param name="parameters">The parameters to optimise.</param>
     /// <param name="lr">Learning rate.</param>
@@ -27,11 +29,8 @@ public sealed class RMSProp : TorchSharp.Modules.RMSProp, IAmpScalingOptimizer, 
     /// <param name="foreach">PyTorch's <c>foreach</c> (both implementations run PyTorch's per-tensor rule).</param>
     /// <param name="fused">PyTorch's <c>fused</c>: only false or null (libtorch has no fused RMSprop).</param>
     public RMSProp(IEnumerable<Parameter> parameters, double lr = 1e-2, double alpha = 0.99, double eps = 1e-8, double weight_decay = 0, double momentum = 0, bool centered = false, bool maximize = false, bool? @foreach = null, bool? fused = null)
-        : base(parameters, lr, alpha, eps, weight_decay, momentum, centered, maximize)
-    {
-        Implementation = Implementations.Resolve("RMSprop", @foreach, fused);
-        (this.@foreach, this.fused) = (@foreach, fused);
-    }
+        : base(parameters, lr, alpha, eps, weight_decay, momentum, centered, maximize) =>
+        _choice = ImplementationChoice.PerTensor("RMSprop", @foreach, fused);
 
     /// <summary>Param groups with per-group options; missing options come from these arguments.</summary>
     /// <param name="parameters">The groups.</param>
@@ -45,44 +44,37 @@ public sealed class RMSProp : TorchSharp.Modules.RMSProp, IAmpScalingOptimizer, 
     /// <param name="foreach">PyTorch's <c>foreach</c> (both implementations run PyTorch's per-tensor rule).</param>
     /// <param name="fused">PyTorch's <c>fused</c>: only false or null (libtorch has no fused RMSprop).</param>
     public RMSProp(IEnumerable<ParamGroup> parameters, double lr = 1e-2, double alpha = 0.99, double eps = 1e-8, double weight_decay = 0, double momentum = 0, bool centered = false, bool maximize = false, bool? @foreach = null, bool? fused = null)
-        : base(parameters, lr, alpha, eps, weight_decay, momentum, centered, maximize)
-    {
-        Implementation = Implementations.Resolve("RMSprop", @foreach, fused);
-        (this.@foreach, this.fused) = (@foreach, fused);
-    }
+        : base(parameters, lr, alpha, eps, weight_decay, momentum, centered, maximize) =>
+        _choice = ImplementationChoice.PerTensor("RMSprop", @foreach, fused);
 
     /// <inheritdoc />
-    public bool? @foreach { get; }
+    public bool? @foreach => _choice.Foreach;
 
     /// <inheritdoc />
-    public bool? fused { get; }
+    public bool? fused => _choice.Fused;
 
     /// <inheritdoc />
-    public Implementation Implementation { get; }
+    public Implementation Implementation => _choice.Implementation;
 
     /// <summary>One step (PyTorch's <c>optimizer.step(closure)</c>).</summary>
-    public override Tensor step(Func<Tensor>? closure = null) => Step(closure, FusedNative.Scaling.None)!;
+    public override Tensor step(Func<Tensor>? closure = null) =>
+        GroupLoop.Step<State, Options, Rule>(default, _parameter_groups, _state, closure, FusedNative.Scaling.None)!;
 
     /// <inheritdoc />
-    public Tensor? step(Tensor? grad_scale, Tensor? found_inf, Func<Tensor>? closure = null) => Step(closure, new(grad_scale, found_inf));
+    public Tensor? step(Tensor? grad_scale, Tensor? found_inf, Func<Tensor>? closure = null) =>
+        GroupLoop.Step<State, Options, Rule>(default, _parameter_groups, _state, closure, new(grad_scale, found_inf));
 
-    private Tensor? Step(Func<Tensor>? closure, FusedNative.Scaling scaling) => StepSupport.Run(closure, () =>
+    /// <summary>The per-tensor rule; the group's options are read as they are at each step.</summary>
+    private readonly struct Rule : IRule<State, Options>
     {
-        if (StepSupport.Flagged(scaling.FoundInf)) return;
-        foreach (var g in _parameter_groups)
+        public Options Read(OptimizerOptions options) => (Options)options;
+
+        public void One(Parameter p, Tensor grad, State st, in Options o, double lr)
         {
-            var o = (Options)g.Options;
-            foreach (var p in g.Parameters)
-                if (p.grad is { } grad) One(p, grad, (State)_state[p.Handle], o, o.LearningRate!.Value, scaling);
+            st.step += 1;
+            PerTensor.RmsProp(p, grad, st.square_avg, st.grad_avg, st.momentum_buffer, lr, o.alpha!.Value, o.eps!.Value,
+                o.weight_decay!.Value, o.momentum!.Value, o.centered!.Value, o.maximize!.Value);
         }
-    });
-
-    private static void One(Parameter p, Tensor grad, State st, Options o, double lr, FusedNative.Scaling scaling)
-    {
-        if (scaling.GradScale is not null) grad.div_(scaling.GradScale);
-        st.step += 1;
-        PerTensor.RmsProp(p, grad, st.square_avg, st.grad_avg, st.momentum_buffer, lr, o.alpha!.Value, o.eps!.Value,
-            o.weight_decay!.Value, o.momentum!.Value, o.centered!.Value, o.maximize!.Value);
     }
 }
 
@@ -91,6 +83,8 @@ public sealed class RMSProp : TorchSharp.Modules.RMSProp, IAmpScalingOptimizer, 
 /// </summary>
 public sealed class Adamax : TorchSharp.Modules.Adamax, IAmpScalingOptimizer, IImplementationChoice
 {
+    private readonly ImplementationChoice _choice;
+
     /// <summary>One group over <paramref name="parameters"/> (PyTorch's argument names and defaults).</summary>
     /// <param name="parameters">The parameters to optimise.</param>
     /// <param name="lr">Learning rate.</param>
@@ -101,11 +95,8 @@ public sealed class Adamax : TorchSharp.Modules.Adamax, IAmpScalingOptimizer, II
     /// <param name="foreach">PyTorch's <c>foreach</c> (both implementations run PyTorch's per-tensor rule).</param>
     /// <param name="fused">PyTorch's <c>fused</c>: only false or null (libtorch has no fused Adamax).</param>
     public Adamax(IEnumerable<Parameter> parameters, double lr = 0.002, double beta1 = 0.9, double beta2 = 0.999, double eps = 1e-8, double weight_decay = 0, bool? @foreach = null, bool? fused = null)
-        : base(parameters, lr, beta1, beta2, eps, weight_decay)
-    {
-        Implementation = Implementations.Resolve("Adamax", @foreach, fused);
-        (this.@foreach, this.fused) = (@foreach, fused);
-    }
+        : base(parameters, lr, beta1, beta2, eps, weight_decay) =>
+        _choice = ImplementationChoice.PerTensor("Adamax", @foreach, fused);
 
     /// <summary>Param groups with per-group options; missing options come from these arguments.</summary>
     /// <param name="parameters">The groups.</param>
@@ -117,43 +108,36 @@ public sealed class Adamax : TorchSharp.Modules.Adamax, IAmpScalingOptimizer, II
     /// <param name="foreach">PyTorch's <c>foreach</c> (both implementations run PyTorch's per-tensor rule).</param>
     /// <param name="fused">PyTorch's <c>fused</c>: only false or null (libtorch has no fused Adamax).</param>
     public Adamax(IEnumerable<ParamGroup> parameters, double lr = 0.002, double beta1 = 0.9, double beta2 = 0.999, double eps = 1e-8, double weight_decay = 0, bool? @foreach = null, bool? fused = null)
-        : base(parameters, lr, beta1, beta2, eps, weight_decay)
-    {
-        Implementation = Implementations.Resolve("Adamax", @foreach, fused);
-        (this.@foreach, this.fused) = (@foreach, fused);
-    }
+        : base(parameters, lr, beta1, beta2, eps, weight_decay) =>
+        _choice = ImplementationChoice.PerTensor("Adamax", @foreach, fused);
 
     /// <inheritdoc />
-    public bool? @foreach { get; }
+    public bool? @foreach => _choice.Foreach;
 
     /// <inheritdoc />
-    public bool? fused { get; }
+    public bool? fused => _choice.Fused;
 
     /// <inheritdoc />
-    public Implementation Implementation { get; }
+    public Implementation Implementation => _choice.Implementation;
 
     /// <summary>One step (PyTorch's <c>optimizer.step(closure)</c>).</summary>
-    public override Tensor step(Func<Tensor>? closure = null) => Step(closure, FusedNative.Scaling.None)!;
+    public override Tensor step(Func<Tensor>? closure = null) =>
+        GroupLoop.Step<State, Options, Rule>(default, _parameter_groups, _state, closure, FusedNative.Scaling.None)!;
 
     /// <inheritdoc />
-    public Tensor? step(Tensor? grad_scale, Tensor? found_inf, Func<Tensor>? closure = null) => Step(closure, new(grad_scale, found_inf));
+    public Tensor? step(Tensor? grad_scale, Tensor? found_inf, Func<Tensor>? closure = null) =>
+        GroupLoop.Step<State, Options, Rule>(default, _parameter_groups, _state, closure, new(grad_scale, found_inf));
 
-    private Tensor? Step(Func<Tensor>? closure, FusedNative.Scaling scaling) => StepSupport.Run(closure, () =>
+    /// <summary>The per-tensor rule; the group's options are read as they are at each step.</summary>
+    private readonly struct Rule : IRule<State, Options>
     {
-        if (StepSupport.Flagged(scaling.FoundInf)) return;
-        foreach (var g in _parameter_groups)
+        public Options Read(OptimizerOptions options) => (Options)options;
+
+        public void One(Parameter p, Tensor grad, State st, in Options o, double lr)
         {
-            var o = (Options)g.Options;
-            foreach (var p in g.Parameters)
-                if (p.grad is { } grad) One(p, grad, (State)_state[p.Handle], o, o.LearningRate!.Value, scaling);
+            st.step += 1;
+            PerTensor.Adamax(p, grad, st.exp_avg, st.exp_inf, st.step, lr, o.beta1!.Value, o.beta2!.Value, o.eps!.Value, o.weight_decay!.Value);
         }
-    });
-
-    private static void One(Parameter p, Tensor grad, State st, Options o, double lr, FusedNative.Scaling scaling)
-    {
-        if (scaling.GradScale is not null) grad.div_(scaling.GradScale);
-        st.step += 1;
-        PerTensor.Adamax(p, grad, st.exp_avg, st.exp_inf, st.step, lr, o.beta1!.Value, o.beta2!.Value, o.eps!.Value, o.weight_decay!.Value);
     }
 }
 
@@ -162,6 +146,8 @@ public sealed class Adamax : TorchSharp.Modules.Adamax, IAmpScalingOptimizer, II
 /// </summary>
 public sealed class NAdam : TorchSharp.Modules.NAdam, IAmpScalingOptimizer, IImplementationChoice
 {
+    private readonly ImplementationChoice _choice;
+
     /// <summary>One group over <paramref name="parameters"/> (PyTorch's argument names and defaults).</summary>
     /// <param name="parameters">The parameters to optimise.</param>
     /// <param name="lr">Learning rate.</param>
@@ -173,11 +159,8 @@ public sealed class NAdam : TorchSharp.Modules.NAdam, IAmpScalingOptimizer, IImp
     /// <param name="foreach">PyTorch's <c>foreach</c> (both implementations run PyTorch's per-tensor rule).</param>
     /// <param name="fused">PyTorch's <c>fused</c>: only false or null (libtorch has no fused NAdam).</param>
     public NAdam(IEnumerable<Parameter> parameters, double lr = 0.002, double beta1 = 0.9, double beta2 = 0.999, double eps = 1e-8, double weight_decay = 0, double momentum_decay = 4e-3, bool? @foreach = null, bool? fused = null)
-        : base(parameters, lr, beta1, beta2, eps, weight_decay, momentum_decay)
-    {
-        Implementation = Implementations.Resolve("NAdam", @foreach, fused);
-        (this.@foreach, this.fused) = (@foreach, fused);
-    }
+        : base(parameters, lr, beta1, beta2, eps, weight_decay, momentum_decay) =>
+        _choice = ImplementationChoice.PerTensor("NAdam", @foreach, fused);
 
     /// <summary>Param groups with per-group options; missing options come from these arguments.</summary>
     /// <param name="parameters">The groups.</param>
@@ -190,45 +173,38 @@ public sealed class NAdam : TorchSharp.Modules.NAdam, IAmpScalingOptimizer, IImp
     /// <param name="foreach">PyTorch's <c>foreach</c> (both implementations run PyTorch's per-tensor rule).</param>
     /// <param name="fused">PyTorch's <c>fused</c>: only false or null (libtorch has no fused NAdam).</param>
     public NAdam(IEnumerable<ParamGroup> parameters, double lr = 0.002, double beta1 = 0.9, double beta2 = 0.999, double eps = 1e-8, double weight_decay = 0, double momentum_decay = 4e-3, bool? @foreach = null, bool? fused = null)
-        : base(parameters, lr, beta1, beta2, eps, weight_decay, momentum_decay)
-    {
-        Implementation = Implementations.Resolve("NAdam", @foreach, fused);
-        (this.@foreach, this.fused) = (@foreach, fused);
-    }
+        : base(parameters, lr, beta1, beta2, eps, weight_decay, momentum_decay) =>
+        _choice = ImplementationChoice.PerTensor("NAdam", @foreach, fused);
 
     /// <inheritdoc />
-    public bool? @foreach { get; }
+    public bool? @foreach => _choice.Foreach;
 
     /// <inheritdoc />
-    public bool? fused { get; }
+    public bool? fused => _choice.Fused;
 
     /// <inheritdoc />
-    public Implementation Implementation { get; }
+    public Implementation Implementation => _choice.Implementation;
 
     /// <summary>One step (PyTorch's <c>optimizer.step(closure)</c>).</summary>
-    public override Tensor step(Func<Tensor>? closure = null) => Step(closure, FusedNative.Scaling.None)!;
+    public override Tensor step(Func<Tensor>? closure = null) =>
+        GroupLoop.Step<State, Options, Rule>(default, _parameter_groups, _state, closure, FusedNative.Scaling.None)!;
 
     /// <inheritdoc />
-    public Tensor? step(Tensor? grad_scale, Tensor? found_inf, Func<Tensor>? closure = null) => Step(closure, new(grad_scale, found_inf));
+    public Tensor? step(Tensor? grad_scale, Tensor? found_inf, Func<Tensor>? closure = null) =>
+        GroupLoop.Step<State, Options, Rule>(default, _parameter_groups, _state, closure, new(grad_scale, found_inf));
 
-    private Tensor? Step(Func<Tensor>? closure, FusedNative.Scaling scaling) => StepSupport.Run(closure, () =>
+    /// <summary>The per-tensor rule; the group's options are read as they are at each step.</summary>
+    private readonly struct Rule : IRule<State, Options>
     {
-        if (StepSupport.Flagged(scaling.FoundInf)) return;
-        foreach (var g in _parameter_groups)
+        public Options Read(OptimizerOptions options) => (Options)options;
+
+        public void One(Parameter p, Tensor grad, State st, in Options o, double lr)
         {
-            var o = (Options)g.Options;
-            foreach (var p in g.Parameters)
-                if (p.grad is { } grad) One(p, grad, (State)_state[p.Handle], o, o.LearningRate!.Value, scaling);
+            if (st.step == 0) st.mu_product = 1;
+            st.step += 1;
+            PerTensor.NAdam(p, grad, st.exp_avg, st.exp_avg_sq, ref st.mu_product, st.step, lr, o.beta1!.Value, o.beta2!.Value, o.eps!.Value,
+                o.weight_decay!.Value, o.momentum_decay!.Value);
         }
-    });
-
-    private static void One(Parameter p, Tensor grad, State st, Options o, double lr, FusedNative.Scaling scaling)
-    {
-        if (scaling.GradScale is not null) grad.div_(scaling.GradScale);
-        if (st.step == 0) st.mu_product = 1;
-        st.step += 1;
-        PerTensor.NAdam(p, grad, st.exp_avg, st.exp_avg_sq, ref st.mu_product, st.step, lr, o.beta1!.Value, o.beta2!.Value, o.eps!.Value,
-            o.weight_decay!.Value, o.momentum_decay!.Value);
     }
 }
 
@@ -237,6 +213,8 @@ public sealed class NAdam : TorchSharp.Modules.NAdam, IAmpScalingOptimizer, IImp
 /// </summary>
 public sealed class RAdam : TorchSharp.Modules.RAdam, IAmpScalingOptimizer, IImplementationChoice
 {
+    private readonly ImplementationChoice _choice;
+
     /// <summary>One group over <paramref name="parameters"/> (PyTorch's argument names and defaults).</summary>
     /// <param name="parameters">The parameters to optimise.</param>
     /// <param name="lr">Learning rate.</param>
@@ -247,11 +225,8 @@ public sealed class RAdam : TorchSharp.Modules.RAdam, IAmpScalingOptimizer, IImp
     /// <param name="foreach">PyTorch's <c>foreach</c> (both implementations run PyTorch's per-tensor rule).</param>
     /// <param name="fused">PyTorch's <c>fused</c>: only false or null (libtorch has no fused RAdam).</param>
     public RAdam(IEnumerable<Parameter> parameters, double lr = 1e-3, double beta1 = 0.9, double beta2 = 0.999, double eps = 1e-8, double weight_decay = 0, bool? @foreach = null, bool? fused = null)
-        : base(parameters, lr, beta1, beta2, eps, weight_decay)
-    {
-        Implementation = Implementations.Resolve("RAdam", @foreach, fused);
-        (this.@foreach, this.fused) = (@foreach, fused);
-    }
+        : base(parameters, lr, beta1, beta2, eps, weight_decay) =>
+        _choice = ImplementationChoice.PerTensor("RAdam", @foreach, fused);
 
     /// <summary>Param groups with per-group options; missing options come from these arguments.</summary>
     /// <param name="parameters">The groups.</param>
@@ -263,43 +238,36 @@ public sealed class RAdam : TorchSharp.Modules.RAdam, IAmpScalingOptimizer, IImp
     /// <param name="foreach">PyTorch's <c>foreach</c> (both implementations run PyTorch's per-tensor rule).</param>
     /// <param name="fused">PyTorch's <c>fused</c>: only false or null (libtorch has no fused RAdam).</param>
     public RAdam(IEnumerable<ParamGroup> parameters, double lr = 1e-3, double beta1 = 0.9, double beta2 = 0.999, double eps = 1e-8, double weight_decay = 0, bool? @foreach = null, bool? fused = null)
-        : base(parameters, lr, beta1, beta2, eps, weight_decay)
-    {
-        Implementation = Implementations.Resolve("RAdam", @foreach, fused);
-        (this.@foreach, this.fused) = (@foreach, fused);
-    }
+        : base(parameters, lr, beta1, beta2, eps, weight_decay) =>
+        _choice = ImplementationChoice.PerTensor("RAdam", @foreach, fused);
 
     /// <inheritdoc />
-    public bool? @foreach { get; }
+    public bool? @foreach => _choice.Foreach;
 
     /// <inheritdoc />
-    public bool? fused { get; }
+    public bool? fused => _choice.Fused;
 
     /// <inheritdoc />
-    public Implementation Implementation { get; }
+    public Implementation Implementation => _choice.Implementation;
 
     /// <summary>One step (PyTorch's <c>optimizer.step(closure)</c>).</summary>
-    public override Tensor step(Func<Tensor>? closure = null) => Step(closure, FusedNative.Scaling.None)!;
+    public override Tensor step(Func<Tensor>? closure = null) =>
+        GroupLoop.Step<State, Options, Rule>(default, _parameter_groups, _state, closure, FusedNative.Scaling.None)!;
 
     /// <inheritdoc />
-    public Tensor? step(Tensor? grad_scale, Tensor? found_inf, Func<Tensor>? closure = null) => Step(closure, new(grad_scale, found_inf));
+    public Tensor? step(Tensor? grad_scale, Tensor? found_inf, Func<Tensor>? closure = null) =>
+        GroupLoop.Step<State, Options, Rule>(default, _parameter_groups, _state, closure, new(grad_scale, found_inf));
 
-    private Tensor? Step(Func<Tensor>? closure, FusedNative.Scaling scaling) => StepSupport.Run(closure, () =>
+    /// <summary>The per-tensor rule; the group's options are read as they are at each step.</summary>
+    private readonly struct Rule : IRule<State, Options>
     {
-        if (StepSupport.Flagged(scaling.FoundInf)) return;
-        foreach (var g in _parameter_groups)
+        public Options Read(OptimizerOptions options) => (Options)options;
+
+        public void One(Parameter p, Tensor grad, State st, in Options o, double lr)
         {
-            var o = (Options)g.Options;
-            foreach (var p in g.Parameters)
-                if (p.grad is { } grad) One(p, grad, (State)_state[p.Handle], o, o.LearningRate!.Value, scaling);
+            st.step += 1;
+            PerTensor.RAdam(p, grad, st.exp_avg, st.exp_avg_sq, st.step, lr, o.beta1!.Value, o.beta2!.Value, o.eps!.Value, o.weight_decay!.Value);
         }
-    });
-
-    private static void One(Parameter p, Tensor grad, State st, Options o, double lr, FusedNative.Scaling scaling)
-    {
-        if (scaling.GradScale is not null) grad.div_(scaling.GradScale);
-        st.step += 1;
-        PerTensor.RAdam(p, grad, st.exp_avg, st.exp_avg_sq, st.step, lr, o.beta1!.Value, o.beta2!.Value, o.eps!.Value, o.weight_decay!.Value);
     }
 }
 
@@ -308,6 +276,8 @@ public sealed class RAdam : TorchSharp.Modules.RAdam, IAmpScalingOptimizer, IImp
 /// </summary>
 public sealed class Adadelta : TorchSharp.Modules.Adadelta, IAmpScalingOptimizer, IImplementationChoice
 {
+    private readonly ImplementationChoice _choice;
+
     /// <summary>One group over <paramref name="parameters"/> (PyTorch's argument names and defaults).</summary>
     /// <param name="parameters">The parameters to optimise.</param>
     /// <param name="lr">Learning rate.</param>
@@ -318,11 +288,8 @@ public sealed class Adadelta : TorchSharp.Modules.Adadelta, IAmpScalingOptimizer
     /// <param name="foreach">PyTorch's <c>foreach</c> (both implementations run PyTorch's per-tensor rule).</param>
     /// <param name="fused">PyTorch's <c>fused</c>: only false or null (libtorch has no fused Adadelta).</param>
     public Adadelta(IEnumerable<Parameter> parameters, double lr = 1.0, double rho = 0.9, double eps = 1e-6, double weight_decay = 0, bool maximize = false, bool? @foreach = null, bool? fused = null)
-        : base(parameters, lr, rho, eps, weight_decay, maximize)
-    {
-        Implementation = Implementations.Resolve("Adadelta", @foreach, fused);
-        (this.@foreach, this.fused) = (@foreach, fused);
-    }
+        : base(parameters, lr, rho, eps, weight_decay, maximize) =>
+        _choice = ImplementationChoice.PerTensor("Adadelta", @foreach, fused);
 
     /// <summary>Param groups with per-group options; missing options come from these arguments.</summary>
     /// <param name="parameters">The groups.</param>
@@ -334,43 +301,36 @@ public sealed class Adadelta : TorchSharp.Modules.Adadelta, IAmpScalingOptimizer
     /// <param name="foreach">PyTorch's <c>foreach</c> (both implementations run PyTorch's per-tensor rule).</param>
     /// <param name="fused">PyTorch's <c>fused</c>: only false or null (libtorch has no fused Adadelta).</param>
     public Adadelta(IEnumerable<ParamGroup> parameters, double lr = 1.0, double rho = 0.9, double eps = 1e-6, double weight_decay = 0, bool maximize = false, bool? @foreach = null, bool? fused = null)
-        : base(parameters, lr, rho, eps, weight_decay, maximize)
-    {
-        Implementation = Implementations.Resolve("Adadelta", @foreach, fused);
-        (this.@foreach, this.fused) = (@foreach, fused);
-    }
+        : base(parameters, lr, rho, eps, weight_decay, maximize) =>
+        _choice = ImplementationChoice.PerTensor("Adadelta", @foreach, fused);
 
     /// <inheritdoc />
-    public bool? @foreach { get; }
+    public bool? @foreach => _choice.Foreach;
 
     /// <inheritdoc />
-    public bool? fused { get; }
+    public bool? fused => _choice.Fused;
 
     /// <inheritdoc />
-    public Implementation Implementation { get; }
+    public Implementation Implementation => _choice.Implementation;
 
     /// <summary>One step (PyTorch's <c>optimizer.step(closure)</c>).</summary>
-    public override Tensor step(Func<Tensor>? closure = null) => Step(closure, FusedNative.Scaling.None)!;
+    public override Tensor step(Func<Tensor>? closure = null) =>
+        GroupLoop.Step<State, Options, Rule>(default, _parameter_groups, _state, closure, FusedNative.Scaling.None)!;
 
     /// <inheritdoc />
-    public Tensor? step(Tensor? grad_scale, Tensor? found_inf, Func<Tensor>? closure = null) => Step(closure, new(grad_scale, found_inf));
+    public Tensor? step(Tensor? grad_scale, Tensor? found_inf, Func<Tensor>? closure = null) =>
+        GroupLoop.Step<State, Options, Rule>(default, _parameter_groups, _state, closure, new(grad_scale, found_inf));
 
-    private Tensor? Step(Func<Tensor>? closure, FusedNative.Scaling scaling) => StepSupport.Run(closure, () =>
+    /// <summary>The per-tensor rule; the group's options are read as they are at each step.</summary>
+    private readonly struct Rule : IRule<State, Options>
     {
-        if (StepSupport.Flagged(scaling.FoundInf)) return;
-        foreach (var g in _parameter_groups)
+        public Options Read(OptimizerOptions options) => (Options)options;
+
+        public void One(Parameter p, Tensor grad, State st, in Options o, double lr)
         {
-            var o = (Options)g.Options;
-            foreach (var p in g.Parameters)
-                if (p.grad is { } grad) One(p, grad, (State)_state[p.Handle], o, o.LearningRate!.Value, scaling);
+            st.step += 1;
+            PerTensor.Adadelta(p, grad, st.square_avg, st.acc_delta, lr, o.rho!.Value, o.eps!.Value, o.weight_decay!.Value, o.maximize!.Value);
         }
-    });
-
-    private static void One(Parameter p, Tensor grad, State st, Options o, double lr, FusedNative.Scaling scaling)
-    {
-        if (scaling.GradScale is not null) grad.div_(scaling.GradScale);
-        st.step += 1;
-        PerTensor.Adadelta(p, grad, st.square_avg, st.acc_delta, lr, o.rho!.Value, o.eps!.Value, o.weight_decay!.Value, o.maximize!.Value);
     }
 }
 
@@ -379,6 +339,8 @@ public sealed class Adadelta : TorchSharp.Modules.Adadelta, IAmpScalingOptimizer
 /// </summary>
 public sealed class ASGD : TorchSharp.Modules.ASGD, IAmpScalingOptimizer, IImplementationChoice
 {
+    private readonly ImplementationChoice _choice;
+
     /// <summary>One group over <paramref name="parameters"/> (PyTorch's argument names and defaults).</summary>
     /// <param name="parameters">The parameters to optimise.</param>
     /// <param name="lr">Learning rate.</param>
@@ -390,11 +352,8 @@ public sealed class ASGD : TorchSharp.Modules.ASGD, IAmpScalingOptimizer, IImple
     /// <param name="foreach">PyTorch's <c>foreach</c> (both implementations run PyTorch's per-tensor rule).</param>
     /// <param name="fused">PyTorch's <c>fused</c>: only false or null (libtorch has no fused ASGD).</param>
     public ASGD(IEnumerable<Parameter> parameters, double lr = 0.01, double lambd = 1e-4, double alpha = 0.75, double t0 = 1e6, double weight_decay = 0, bool maximize = false, bool? @foreach = null, bool? fused = null)
-        : base(parameters, lr, lambd, alpha, t0, weight_decay, maximize)
-    {
-        Implementation = Implementations.Resolve("ASGD", @foreach, fused);
-        (this.@foreach, this.fused) = (@foreach, fused);
-    }
+        : base(parameters, lr, lambd, alpha, t0, weight_decay, maximize) =>
+        _choice = ImplementationChoice.PerTensor("ASGD", @foreach, fused);
 
     /// <summary>Param groups with per-group options; missing options come from these arguments.</summary>
     /// <param name="parameters">The groups.</param>
@@ -407,50 +366,43 @@ public sealed class ASGD : TorchSharp.Modules.ASGD, IAmpScalingOptimizer, IImple
     /// <param name="foreach">PyTorch's <c>foreach</c> (both implementations run PyTorch's per-tensor rule).</param>
     /// <param name="fused">PyTorch's <c>fused</c>: only false or null (libtorch has no fused ASGD).</param>
     public ASGD(IEnumerable<ParamGroup> parameters, double lr = 0.01, double lambd = 1e-4, double alpha = 0.75, double t0 = 1e6, double weight_decay = 0, bool maximize = false, bool? @foreach = null, bool? fused = null)
-        : base(parameters, lr, lambd, alpha, t0, weight_decay, maximize)
-    {
-        Implementation = Implementations.Resolve("ASGD", @foreach, fused);
-        (this.@foreach, this.fused) = (@foreach, fused);
-    }
+        : base(parameters, lr, lambd, alpha, t0, weight_decay, maximize) =>
+        _choice = ImplementationChoice.PerTensor("ASGD", @foreach, fused);
 
     /// <inheritdoc />
-    public bool? @foreach { get; }
+    public bool? @foreach => _choice.Foreach;
 
     /// <inheritdoc />
-    public bool? fused { get; }
+    public bool? fused => _choice.Fused;
 
     /// <inheritdoc />
-    public Implementation Implementation { get; }
+    public Implementation Implementation => _choice.Implementation;
 
     /// <summary>One step (PyTorch's <c>optimizer.step(closure)</c>).</summary>
-    public override Tensor step(Func<Tensor>? closure = null) => Step(closure, FusedNative.Scaling.None)!;
+    public override Tensor step(Func<Tensor>? closure = null) =>
+        GroupLoop.Step<State, Options, Rule>(default, _parameter_groups, _state, closure, FusedNative.Scaling.None)!;
 
     /// <inheritdoc />
-    public Tensor? step(Tensor? grad_scale, Tensor? found_inf, Func<Tensor>? closure = null) => Step(closure, new(grad_scale, found_inf));
+    public Tensor? step(Tensor? grad_scale, Tensor? found_inf, Func<Tensor>? closure = null) =>
+        GroupLoop.Step<State, Options, Rule>(default, _parameter_groups, _state, closure, new(grad_scale, found_inf));
 
-    private Tensor? Step(Func<Tensor>? closure, FusedNative.Scaling scaling) => StepSupport.Run(closure, () =>
+    /// <summary>The per-tensor rule; the group's options are read as they are at each step.</summary>
+    private readonly struct Rule : IRule<State, Options>
     {
-        if (StepSupport.Flagged(scaling.FoundInf)) return;
-        foreach (var g in _parameter_groups)
-        {
-            var o = (Options)g.Options;
-            foreach (var p in g.Parameters)
-                if (p.grad is { } grad) One(p, grad, (State)_state[p.Handle], o, o.LearningRate!.Value, scaling);
-        }
-    });
+        public Options Read(OptimizerOptions options) => (Options)options;
 
-    private static void One(Parameter p, Tensor grad, State st, Options o, double lr, FusedNative.Scaling scaling)
-    {
-        if (scaling.GradScale is not null) grad.div_(scaling.GradScale);
-        if (st.step == 0)
+        public void One(Parameter p, Tensor grad, State st, in Options o, double lr)
         {
-            st.eta = (float)lr;
-            st.mu = 1;
-            st.ax.zero_();
+            if (st.step == 0)
+            {
+                st.eta = (float)lr;
+                st.mu = 1;
+                st.ax.zero_();
+            }
+            st.step += 1;
+            PerTensor.Asgd(p, grad, st.ax, ref st.eta, ref st.mu, st.step, lr, o.lambd!.Value, o.alpha!.Value, o.t0!.Value,
+                o.weight_decay!.Value, o.maximize!.Value);
         }
-        st.step += 1;
-        PerTensor.Asgd(p, grad, st.ax, ref st.eta, ref st.mu, st.step, lr, o.lambd!.Value, o.alpha!.Value, o.t0!.Value,
-            o.weight_decay!.Value, o.maximize!.Value);
     }
 }
 
@@ -459,6 +411,8 @@ public sealed class ASGD : TorchSharp.Modules.ASGD, IAmpScalingOptimizer, IImple
 /// </summary>
 public sealed class Rprop : TorchSharp.Modules.Rprop, IAmpScalingOptimizer, IImplementationChoice
 {
+    private readonly ImplementationChoice _choice;
+
     /// <summary>One group over <paramref name="parameters"/> (PyTorch's argument names and defaults).</summary>
     /// <param name="parameters">The parameters to optimise.</param>
     /// <param name="lr">Learning rate.</param>
@@ -470,11 +424,8 @@ public sealed class Rprop : TorchSharp.Modules.Rprop, IAmpScalingOptimizer, IImp
     /// <param name="foreach">PyTorch's <c>foreach</c> (both implementations run PyTorch's per-tensor rule).</param>
     /// <param name="fused">PyTorch's <c>fused</c>: only false or null (libtorch has no fused Rprop).</param>
     public Rprop(IEnumerable<Parameter> parameters, double lr = 1e-2, double etaminus = 0.5, double etaplus = 1.2, double min_step = 1e-6, double max_step = 50, bool maximize = false, bool? @foreach = null, bool? fused = null)
-        : base(parameters, lr, etaminus, etaplus, min_step, max_step, maximize)
-    {
-        Implementation = Implementations.Resolve("Rprop", @foreach, fused);
-        (this.@foreach, this.fused) = (@foreach, fused);
-    }
+        : base(parameters, lr, etaminus, etaplus, min_step, max_step, maximize) =>
+        _choice = ImplementationChoice.PerTensor("Rprop", @foreach, fused);
 
     /// <summary>Param groups with per-group options; missing options come from these arguments.</summary>
     /// <param name="parameters">The groups.</param>
@@ -487,48 +438,41 @@ public sealed class Rprop : TorchSharp.Modules.Rprop, IAmpScalingOptimizer, IImp
     /// <param name="foreach">PyTorch's <c>foreach</c> (both implementations run PyTorch's per-tensor rule).</param>
     /// <param name="fused">PyTorch's <c>fused</c>: only false or null (libtorch has no fused Rprop).</param>
     public Rprop(IEnumerable<ParamGroup> parameters, double lr = 1e-2, double etaminus = 0.5, double etaplus = 1.2, double min_step = 1e-6, double max_step = 50, bool maximize = false, bool? @foreach = null, bool? fused = null)
-        : base(parameters, lr, etaminus, etaplus, min_step, max_step, maximize)
-    {
-        Implementation = Implementations.Resolve("Rprop", @foreach, fused);
-        (this.@foreach, this.fused) = (@foreach, fused);
-    }
+        : base(parameters, lr, etaminus, etaplus, min_step, max_step, maximize) =>
+        _choice = ImplementationChoice.PerTensor("Rprop", @foreach, fused);
 
     /// <inheritdoc />
-    public bool? @foreach { get; }
+    public bool? @foreach => _choice.Foreach;
 
     /// <inheritdoc />
-    public bool? fused { get; }
+    public bool? fused => _choice.Fused;
 
     /// <inheritdoc />
-    public Implementation Implementation { get; }
+    public Implementation Implementation => _choice.Implementation;
 
     /// <summary>One step (PyTorch's <c>optimizer.step(closure)</c>).</summary>
-    public override Tensor step(Func<Tensor>? closure = null) => Step(closure, FusedNative.Scaling.None)!;
+    public override Tensor step(Func<Tensor>? closure = null) =>
+        GroupLoop.Step<State, Options, Rule>(default, _parameter_groups, _state, closure, FusedNative.Scaling.None)!;
 
     /// <inheritdoc />
-    public Tensor? step(Tensor? grad_scale, Tensor? found_inf, Func<Tensor>? closure = null) => Step(closure, new(grad_scale, found_inf));
+    public Tensor? step(Tensor? grad_scale, Tensor? found_inf, Func<Tensor>? closure = null) =>
+        GroupLoop.Step<State, Options, Rule>(default, _parameter_groups, _state, closure, new(grad_scale, found_inf));
 
-    private Tensor? Step(Func<Tensor>? closure, FusedNative.Scaling scaling) => StepSupport.Run(closure, () =>
+    /// <summary>The per-tensor rule; the group's options are read as they are at each step.</summary>
+    private readonly struct Rule : IRule<State, Options>
     {
-        if (StepSupport.Flagged(scaling.FoundInf)) return;
-        foreach (var g in _parameter_groups)
-        {
-            var o = (Options)g.Options;
-            foreach (var p in g.Parameters)
-                if (p.grad is { } grad) One(p, grad, (State)_state[p.Handle], o, o.LearningRate!.Value, scaling);
-        }
-    });
+        public Options Read(OptimizerOptions options) => (Options)options;
 
-    private static void One(Parameter p, Tensor grad, State st, Options o, double lr, FusedNative.Scaling scaling)
-    {
-        if (scaling.GradScale is not null) grad.div_(scaling.GradScale);
-        if (st.step == 0)
+        public void One(Parameter p, Tensor grad, State st, in Options o, double lr)
         {
-            st.prev.zero_();
-            using var initialStep = lr.ToScalar();
-            st.step_size.fill_(initialStep);
+            if (st.step == 0)
+            {
+                st.prev.zero_();
+                using var initialStep = lr.ToScalar();
+                st.step_size.fill_(initialStep);
+            }
+            st.step += 1;
+            PerTensor.Rprop(p, grad, st.prev, st.step_size, o.etaminus!.Value, o.etaplus!.Value, o.min_step!.Value, o.max_step!.Value, o.maximize!.Value);
         }
-        st.step += 1;
-        PerTensor.Rprop(p, grad, st.prev, st.step_size, o.etaminus!.Value, o.etaplus!.Value, o.min_step!.Value, o.max_step!.Value, o.maximize!.Value);
     }
 }

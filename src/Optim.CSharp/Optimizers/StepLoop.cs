@@ -1,0 +1,253 @@
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+using Implementation = Optim.Core.Optimizers.Implementation;
+using ParamGroup = TorchSharp.Modules.ParamGroup;
+
+namespace Optim.Torch;
+
+// The one step loop of Optim's optimizers. An optimizer states its rule (a struct implementing IRule, or
+// IFusedRule where libtorch has a fused kernel) and its state names there; GroupLoop and BucketStepper do
+// the rest: PyTorch's step frame, the found-inf skip, the walk over groups or cached buckets, gathering
+// parameters, gradients and states for the kernel, the per-tensor fallback, writing step counters back.
+// Rules are structs and the loops generic over them, so the JIT specialises each loop per optimizer:
+// no virtual call or delegate per tensor.
+
+/// <summary>An optimizer's per-tensor update (PyTorch's <c>_single_tensor_*</c> rule) and how it reads a group.</summary>
+/// <typeparam name="TState">TorchSharp's per-parameter state type.</typeparam>
+/// <typeparam name="THyper">A group's hyper-parameters other than lr, as the rule reads them.</typeparam>
+internal interface IRule<TState, THyper> where TState : OptimizerState
+{
+    /// <summary>The group's hyper-parameters other than the learning rate.</summary>
+    THyper Read(OptimizerOptions options);
+
+    /// <summary>Updates one parameter (its gradient already unscaled), advancing its state as PyTorch does.</summary>
+    void One(Parameter p, Tensor grad, TState st, in THyper h, double lr);
+}
+
+/// <summary>A rule libtorch has a fused kernel for: what the kernel takes per bucket and how state follows it.</summary>
+internal interface IFusedRule<TState, THyper> : IRule<TState, THyper> where TState : OptimizerState
+{
+    /// <summary>How many per-parameter state tensor lists the kernel takes after the parameters and the gradients.</summary>
+    int Slots { get; }
+
+    /// <summary>Whether the kernel takes a list of step tensors after the state lists (one float32 tensor per call).</summary>
+    bool StepTensors { get; }
+
+    /// <summary>
+    /// Which kernel call of its bucket the parameter joins (parameters of one call share it): the step count
+    /// the kernel sees (Adam, Adagrad), or whether this is its first step (SGD). Read before <see cref="Prepare"/>.
+    /// </summary>
+    long Batch(TState st, in THyper h);
+
+    /// <summary>The state tensor of <paramref name="slot"/>, or null (the kernel takes an empty list, or <see cref="Prepare"/> creates it).</summary>
+    Tensor? State(TState st, int slot, in THyper h);
+
+    /// <summary>Creates state the kernel needs (a first momentum buffer, amsgrad's maximum) once the parameter goes to the kernel.</summary>
+    void Prepare(Parameter p, Tensor grad, TState st, in THyper h);
+
+    /// <summary>
+    /// One kernel call over <paramref name="count"/> parameters: <c>lists[0]</c> parameters, <c>[1]</c> gradients,
+    /// <c>[2 .. 2 + Slots)</c> state slots, then the step tensors (impl pointers).
+    /// </summary>
+    void Launch(IntPtr[][] lists, int count, long batch, in THyper h, double lr, FusedNative.Scaling scaling);
+
+    /// <summary>Writes back what the call did to the parameter's state (the step counter).</summary>
+    void Advance(TState st, long batch);
+}
+
+/// <summary>The implementation switches an optimizer was built with (PyTorch's <c>foreach</c>, <c>fused</c>) and the choice they make.</summary>
+internal readonly record struct ImplementationChoice(bool? Foreach, bool? Fused, Implementation Implementation)
+{
+    /// <summary>PyTorch's meaning of the switches for <paramref name="name"/>; with <c>fused=True</c>, the parameters checked as PyTorch does.</summary>
+    internal static ImplementationChoice For(string name, bool? @foreach, bool? fused, IEnumerable<Parameter> parameters)
+    {
+        var choice = new ImplementationChoice(@foreach, fused, Implementations.Resolve(name, @foreach, fused));
+        if (fused == true) Implementations.CheckFusedParams(name, parameters);
+        return choice;
+    }
+
+    /// <summary>PyTorch's meaning of the switches for <paramref name="name"/>, an optimizer without a fused kernel.</summary>
+    internal static ImplementationChoice PerTensor(string name, bool? @foreach, bool? fused) =>
+        new(@foreach, fused, Implementations.Resolve(name, @foreach, fused));
+}
+
+/// <summary>The step of the optimizers that run PyTorch's per-tensor rule for every parameter, group by group.</summary>
+internal static class GroupLoop
+{
+    /// <summary>
+    /// PyTorch's <c>step(closure)</c>: the closure with grad, then (unless <paramref name="scaling"/>'s found-inf
+    /// flag is set) every parameter with a gradient updated by <paramref name="rule"/> without grad, temporaries disposed.
+    /// </summary>
+    internal static Tensor? Step<TState, THyper, TRule>(TRule rule, IList<ParamGroup> groups, IDictionary<IntPtr, OptimizerState> states,
+        Func<Tensor>? closure, FusedNative.Scaling scaling)
+        where TState : OptimizerState where TRule : struct, IRule<TState, THyper>
+    {
+        var loss = StepSupport.Closure(closure);
+        using (torch.no_grad())
+        using (torch.NewDisposeScope())
+            if (!StepSupport.Flagged(scaling.FoundInf)) Update<TState, THyper, TRule>(rule, groups, states, scaling);
+        return loss;
+    }
+
+    /// <summary>Every parameter with a gradient, group by group, with the group's options as they are now.</summary>
+    internal static void Update<TState, THyper, TRule>(in TRule rule, IList<ParamGroup> groups, IDictionary<IntPtr, OptimizerState> states,
+        FusedNative.Scaling scaling)
+        where TState : OptimizerState where TRule : struct, IRule<TState, THyper>
+    {
+        for (int i = 0; i < groups.Count; i++)
+        {
+            var g = groups[i];
+            var h = rule.Read(g.Options);
+            var lr = g.Options.LearningRate!.Value;
+            foreach (var p in g.Parameters)
+                if (p.grad is { } grad) One(rule, p, grad, (TState)states[p.Handle], h, lr, scaling);
+        }
+    }
+
+    /// <summary>The rule on one parameter, its gradient unscaled first when the step carries a scale.</summary>
+    internal static void One<TState, THyper, TRule>(in TRule rule, Parameter p, Tensor grad, TState st, in THyper h, double lr, FusedNative.Scaling scaling)
+        where TState : OptimizerState where TRule : struct, IRule<TState, THyper>
+    {
+        if (scaling.GradScale is not null) grad.div_(scaling.GradScale);
+        rule.One(p, grad, st, h, lr);
+    }
+}
+
+/// <summary>
+/// The step of the optimizers with a fused kernel: per cached bucket (same device, dtype and hyper-parameters
+/// across groups) one kernel call per distinct <see cref="IFusedRule{TState, THyper}.Batch"/> (normally one),
+/// the per-tensor rule for what the kernel cannot take; the per-tensor loop for <c>foreach=False</c>.
+/// </summary>
+internal sealed class BucketStepper<TState, THyper, TRule>
+    where TState : OptimizerState where THyper : struct, IEquatable<THyper> where TRule : struct, IFusedRule<TState, THyper>
+{
+    private readonly string _name;
+    private readonly TRule _rule;
+    private readonly IDictionary<IntPtr, OptimizerState> _states;
+
+    internal BucketStepper(string name, TRule rule, ImplementationChoice choice, IDictionary<IntPtr, OptimizerState> states)
+    {
+        _name = name;
+        _rule = rule;
+        Choice = choice;
+        _states = states;
+        Buckets = new ParamBuckets<TState, THyper>(2 + rule.Slots + (rule.StepTensors ? 1 : 0), states);
+    }
+
+    internal ImplementationChoice Choice { get; }
+
+    internal ParamBuckets<TState, THyper> Buckets { get; }
+
+    /// <summary>After <c>add_param_group</c>: PyTorch refuses non-floating parameters for <c>fused=True</c>, groups added later too.</summary>
+    internal void Added(ParamGroup group)
+    {
+        Buckets.Invalidate();
+        if (Choice.Fused == true) Implementations.CheckFusedParams(_name, group.Parameters);
+    }
+
+    /// <summary>PyTorch's <c>step(closure)</c> (see <see cref="GroupLoop.Step{TState, THyper, TRule}"/>).</summary>
+    internal Tensor? Step(IList<ParamGroup> groups, Func<Tensor>? closure, FusedNative.Scaling scaling)
+    {
+        var loss = StepSupport.Closure(closure);
+        using (torch.no_grad())
+        using (torch.NewDisposeScope())
+            if (!StepSupport.Flagged(scaling.FoundInf)) Update(groups, scaling);
+        return loss;
+    }
+
+    private void Update(IList<ParamGroup> groups, FusedNative.Scaling scaling)
+    {
+        if (Choice.Implementation == Implementation.ForLoop)
+        {
+            GroupLoop.Update<TState, THyper, TRule>(_rule, groups, _states, scaling);
+            return;
+        }
+        var buckets = Buckets.For<TRule>(groups, _rule);
+        for (int i = 0; i < buckets.Count; i++) StepBucket(buckets[i], scaling);
+    }
+
+    private void StepBucket(ParamBuckets<TState, THyper>.Bucket b, FusedNative.Scaling scaling)
+    {
+        var n = b.Params.Count;
+        if (Choice.Implementation != Implementation.Fused || !b.Fusable)
+        {
+            for (int j = 0; j < n; j++)
+                if (b.Params[j].grad is { } grad) GroupLoop.One(_rule, b.Params[j], grad, b.States[j], b.Hyper, b.Lr, scaling);
+            return;
+        }
+        scaling = StepSupport.OnDevice(scaling, b.Device);
+        var (members, grads, batches) = (b.Members, b.Grads, b.Batches);
+        int count = 0;
+        var uniform = true;
+        for (int j = 0; j < n; j++)
+        {
+            var p = b.Params[j];
+            var grad = p.grad;
+            if (grad is null) continue;
+            var st = b.States[j];
+            if (!StepSupport.FusableGrad(grad, b.Dtype, b.Device) || !StatesFit(b, j, st))
+            {
+                GroupLoop.One(_rule, p, grad, st, b.Hyper, b.Lr, scaling);
+                continue;
+            }
+            var batch = _rule.Batch(st, b.Hyper);
+            _rule.Prepare(p, grad, st, b.Hyper);
+            members[count] = j;
+            grads[count] = grad;
+            batches[count] = batch;
+            uniform &= batch == batches[0];
+            count++;
+        }
+        if (uniform)
+        {
+            if (count > 0) Launch(b, count, batches[0], all: true, scaling);
+        }
+        else
+        {
+            // Parameters that missed a gradient at some step lag behind: one call per distinct batch.
+            var done = b.Done;
+            Array.Clear(done, 0, count);
+            for (int first = 0; first < count; first++)
+                if (!done[first]) Launch(b, count, batches[first], all: false, scaling);
+        }
+        Array.Clear(grads, 0, count);
+        GC.KeepAlive(b);
+    }
+
+    private bool StatesFit(ParamBuckets<TState, THyper>.Bucket b, int j, TState st)
+    {
+        for (int s = 0; s < _rule.Slots; s++)
+            if (_rule.State(st, s, b.Hyper) is { } t && !b.StateFits(s, j, t)) return false;
+        return true;
+    }
+
+    /// <summary>One kernel call over the gathered members of <paramref name="batch"/> (all of them when <paramref name="all"/>).</summary>
+    private void Launch(ParamBuckets<TState, THyper>.Bucket b, int count, long batch, bool all, FusedNative.Scaling scaling)
+    {
+        var (lists, members, grads, batches, done) = (b.Lists, b.Members, b.Grads, b.Batches, b.Done);
+        using var stepTensor = _rule.StepTensors ? torch.tensor((float)batch, ScalarType.Float32, b.Device) : null;
+        var stepImpl = stepTensor is null ? IntPtr.Zero : FusedNative.Impl(stepTensor);
+        var slots = _rule.Slots;
+        int k = 0;
+        for (int m = 0; m < count; m++)
+        {
+            if (!all && (done[m] || batches[m] != batch)) continue;
+            var j = members[m];
+            var st = b.States[j];
+            lists[0][k] = FusedNative.Impl(b.Params[j]);
+            lists[1][k] = FusedNative.Impl(grads[m]!);
+            for (int s = 0; s < slots; s++)
+                if (_rule.State(st, s, b.Hyper) is { } t) lists[2 + s][k] = FusedNative.Impl(t);
+            if (stepTensor is not null) lists[2 + slots][k] = stepImpl;
+            k++;
+        }
+        _rule.Launch(lists, k, batch, b.Hyper, b.Lr, scaling);
+        for (int m = 0; m < count; m++)
+        {
+            if (!all && (done[m] || batches[m] != batch)) continue;
+            _rule.Advance(b.States[members[m]], batch);
+            if (!all) done[m] = true;
+        }
+    }
+}
