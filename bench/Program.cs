@@ -5,6 +5,7 @@ if (args.Length > 0 && args[0] == "--ddp") return Optim.Bench.DataParallelBench.
 // Optimizer steps timed with thread CPU time, for a quick look while developing (see QuickSteps).
 if (args.Length > 0 && args[0] == "--quick-steps") { Optim.Bench.QuickSteps.Run(args); return 0; }
 // The fixed cost of one param group per step (thread CPU time, tiny tensors; see GroupCost).
+if (args.Length > 0 && args[0] == "--fingerprint") { Optim.Bench.Fingerprint.Run(); return 0; }
 if (args.Length > 0 && args[0] == "--validate-probe") { Optim.Bench.ValidateProbe.Run(); return 0; }
 if (args.Length > 0 && args[0] == "--group-cost") { Optim.Bench.GroupCost.Run(args); return 0; }
 
