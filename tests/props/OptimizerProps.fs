@@ -280,7 +280,11 @@ let private kwargsOf (c: Case) : IReadOnlyDictionary<string, obj> =
 let relTol = 1e-6
 
 /// Runs a case through the library and the reference; returns (bit-identical elements, total, worst norm-wise relative deviation, errors).
-let run (c: Case) : int * int * float * string list =
+let rec run (c: Case) : int * int * float * string list = runWithLr c None
+
+/// `run`, optionally with a scheduler-style lr write before every step: `lrAt step k` is the lr of tensor k's
+/// group at `step` (one group per tensor), written into the optimizer's groups and used by the reference.
+and runWithLr (c: Case) (lrAt: (int -> int -> float) option) : int * int * float * string list =
     use _ = torch.NewDisposeScope()
     let r = Random c.Seed
     let values (n: int) = Array.init n (fun _ -> float32 (r.NextDouble() * 2.0 - 1.0))
@@ -303,10 +307,17 @@ let run (c: Case) : int * int * float * string list =
         for (p, g) in List.zip ps grads do
             use gt = torch.tensor(g)
             (p * gt).sum().backward()
+        let hyperOf (k: int) =
+            match lrAt with
+            | Some lr -> c.Hyper |> Map.add "lr" (lr step k)
+            | None -> c.Hyper
+        match lrAt with
+        | Some _ -> optimizer.ParamGroups |> Seq.iteri (fun k g -> g.LearningRate <- (hyperOf k).["lr"])
+        | None -> ()
         optimizer.step() |> ignore
         List.iteri (fun i _ ->
             let before = Array.copy refParams.[i]
-            referenceStep c.Optimizer c.Hyper refParams.[i] grads.[i] refStates.[i] step refScalars.[i]
+            referenceStep c.Optimizer (hyperOf i) refParams.[i] grads.[i] refStates.[i] step refScalars.[i]
             moved.[i] <- moved.[i] + (Array.map2 (fun (a: float32) (b: float32) -> abs (float a - float b)) before refParams.[i] |> Array.max)) ps
         for (k, p) in List.indexed ps do
             let actual = p.data<float32>().ToArray()
@@ -340,6 +351,26 @@ let tests =
                 let e0, t0, w0 = match summary.TryGetValue key with | true, v -> v | _ -> (0, 0, 0.0)
                 summary.[key] <- (e0 + exact, t0 + total, max w0 worst))
             if not errors.IsEmpty then failwithf "%A\n%s" c (String.Join("\n", errors))
+        testPropertyWithConfig { FsCheckConfig.defaultConfig with maxTest = 100; arbitrary = [ typeof<CaseArb> ] }
+            "one group per tensor with random per-group lr changes at every step stays within 1e-6 of the per-tensor reference"
+        <| fun (c0: Case) ->
+            // Per step: the lrs kept, one new lr written into every group, or each group its own of a few values
+            // (so buckets split and merge again); the reference takes each tensor's lr at each step.
+            let c = { c0 with OneGroupPerTensor = true }
+            let r = Random c.Seed
+            let lr0 = c.Hyper.["lr"]
+            let choices = [| lr0; lr0 * 0.5; lr0 * 0.3 |]
+            let n = c.Sizes.Length
+            let table = Array.zeroCreate<float[]> (c.Steps + 1)
+            table.[0] <- Array.create n lr0
+            for step in 1 .. c.Steps do
+                table.[step] <-
+                    match r.Next 3 with
+                    | 0 -> Array.copy table.[step - 1]
+                    | 1 -> Array.create n choices.[r.Next choices.Length]
+                    | _ -> Array.init n (fun _ -> choices.[r.Next choices.Length])
+            let _, _, _, errors = runWithLr c (Some (fun step k -> table.[step].[k]))
+            if not errors.IsEmpty then failwithf "%A\nlr per step: %A\n%s" c table (String.Join("\n", errors))
         test "summary of the property run (bit-identical share, worst relative deviation)" {
             for KeyValue(k, (e, t, w)) in summary |> Seq.sortBy (fun kv -> kv.Key) do
                 printfn "optimizer exactness %-22s %6.2f%% bit-identical of %6d values, worst relative %.3g" k (100.0 * float e / float (max t 1)) t w
@@ -378,12 +409,50 @@ let bucketTests =
                         o.step() |> ignore
                 for (a, b) in List.zip one many do
                     Expect.sequenceEqual (b.data<float32>().ToArray()) (a.data<float32>().ToArray()) "same bits"
-                let rebuilds (o: torch.optim.Optimizer) = o.GetType().GetProperty("BucketRebuilds").GetValue(o) :?> int
+                let rebuilds (o: torch.optim.Optimizer) = (box o :?> Torch.IStepped).Steps.BucketRebuilds
                 Expect.equal (rebuilds o2) 1 "built once, kept through four lr changes"
                 // One group's lr departs from its bucket: the partition is rebuilt.
                 (Seq.head o2.ParamGroups).LearningRate <- 0.5
                 o2.step() |> ignore
                 Expect.equal (rebuilds o2) 2 "rebuilt when a bucket's groups disagree"
+                let buckets () = (box o2 :?> Torch.IStepped).Steps.BucketCount
+                Expect.equal (buckets ()) 2 "the departed group has a bucket of its own"
+                // It comes back to its bucket's lr: the groups are merged again.
+                (Seq.head o2.ParamGroups).LearningRate <- (Seq.last o2.ParamGroups).LearningRate
+                o2.step() |> ignore
+                Expect.equal (rebuilds o2, buckets ()) (3, 1) "merged when the groups agree again"
+            }
+        for name in [ "SGD"; "Adam"; "AdamW"; "Adagrad"; "RMSprop"; "Adamax"; "NAdam"; "RAdam"; "Adadelta"; "ASGD"; "Rprop" ] do
+          // Without a fused kernel both switches run the same group loop: one case is enough.
+          for fe in (if Core.Optimizers.hasFused name then [ None; Some false; Some true ] else [ None ]) do
+            test (sprintf "%s foreach=%A: a step allocates no managed memory per param group (one group per tensor vs one group)" name fe) {
+                // The same 256 tensors in one group and in 256 groups, after warm-up steps; a step's managed
+                // allocation (this thread) must not grow with the groups: whatever is per tensor (TorchSharp's
+                // gradient wrappers, Scalars of the per-tensor rules) is the same in both layouts.
+                use _ = torch.NewDisposeScope()
+                let n = 256
+                let bytesPerStep (perGroup: bool) (lrWrites: bool) =
+                    let ps = List.init n (fun i -> new Modules.Parameter(torch.full([| 4L |], Scalar.op_Implicit (0.1 * float (i % 7 + 1)))))
+                    for p in ps do (p * p).sum().backward()
+                    let groups =
+                        if perGroup then ps |> List.map (fun p -> PlainParamGroup([], [| p |]) :> IParamGroup) |> Array.ofList
+                        else [| PlainParamGroup([], Array.ofList ps) :> IParamGroup |]
+                    let kwargs = Dictionary<string, obj>(dict [ "lr", box 0.01 ])
+                    fe |> Option.iter (fun b -> kwargs.["foreach"] <- box b)
+                    use o = BuiltinOptimizers.Create(name, groups, kwargs)
+                    let lrGroups = List.ofSeq o.ParamGroups
+                    let step k =
+                        if lrWrites then for g in lrGroups do g.LearningRate <- 0.01 / float (k % 3 + 1)
+                        o.step() |> ignore
+                    for k in 1 .. 3 do step k
+                    let steps = 3
+                    let before = GC.GetAllocatedBytesForCurrentThread()
+                    for k in 4 .. 3 + steps do step k
+                    (GC.GetAllocatedBytesForCurrentThread() - before) / int64 steps
+                for lrWrites in [ false; true ] do
+                    let one, many = bytesPerStep false lrWrites, bytesPerStep true lrWrites
+                    // 8 bytes per group would be 2 KB: allow a constant, not a per-group cost.
+                    Expect.isLessThanOrEqual (many - one) 512L (sprintf "lr writes %b: %d B per step with %d groups vs %d B with one" lrWrites many n one)
             }
         test "fused=True on an optimizer without a fused kernel is refused with PyTorch's meaning" {
             let errors = BuiltinOptimizers.Check("RMSprop", Dictionary<string, obj>(dict [ "lr", box 0.1; "fused", box true ]))

@@ -1,7 +1,6 @@
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
-using Implementation = Optim.Core.Optimizers.Implementation;
 
 namespace Optim.Torch;
 
@@ -11,7 +10,7 @@ namespace Optim.Torch;
 /// (<c>step</c>, <c>sum</c>) and state dict. By default each bucket is one call of libtorch's
 /// <c>_fused_adagrad_</c>.
 /// </summary>
-public sealed class Adagrad : TorchSharp.Modules.Adagrad, IAmpScalingOptimizer, IImplementationChoice
+public sealed class Adagrad : TorchSharp.Modules.Adagrad, IAmpScalingOptimizer, IImplementationChoice, IStepped
 {
     private readonly BucketStepper<State, AdagradHyper, AdagradRule> _steps;
 
@@ -26,27 +25,18 @@ public sealed class Adagrad : TorchSharp.Modules.Adagrad, IAmpScalingOptimizer, 
     /// <param name="fused">PyTorch's <c>fused</c>: true for libtorch's fused kernel (the default when neither switch is given).</param>
     public Adagrad(IEnumerable<Parameter> parameters, double lr = 1e-2, double lr_decay = 0, double weight_decay = 0,
         double initial_accumulator_value = 0, double eps = 1e-10, bool? @foreach = null, bool? fused = null)
-        : base(parameters, lr, lr_decay, weight_decay, initial_accumulator_value, eps) =>
-        _steps = new("Adagrad", default, ImplementationChoice.For("Adagrad", @foreach, fused, parameters), _state);
+        : base(parameters, lr, lr_decay, weight_decay, initial_accumulator_value, eps) => _steps = new("Adagrad", default, ImplementationChoice.For("Adagrad", @foreach, fused, parameters), _parameter_groups, h => _state[h]);
 
     /// <summary>Param groups with per-group options; missing options come from these arguments.</summary>
     /// <inheritdoc cref="Adagrad(IEnumerable{Parameter}, double, double, double, double, double, bool?, bool?)"/>
     public Adagrad(IEnumerable<ParamGroup> parameters, double lr = 1e-2, double lr_decay = 0, double weight_decay = 0,
         double initial_accumulator_value = 0, double eps = 1e-10, bool? @foreach = null, bool? fused = null)
-        : base(parameters, lr, lr_decay, weight_decay, initial_accumulator_value, eps) =>
-        _steps = new("Adagrad", default, ImplementationChoice.For("Adagrad", @foreach, fused, base.parameters()), _state);
+        : base(parameters, lr, lr_decay, weight_decay, initial_accumulator_value, eps) => _steps = new("Adagrad", default, ImplementationChoice.For("Adagrad", @foreach, fused, base.parameters()), _parameter_groups, h => _state[h]);
 
-    /// <inheritdoc />
-    public bool? @foreach => _steps.Choice.Foreach;
+    /// <summary>One step (PyTorch's <c>optimizer.step(closure)</c>).</summary>
+    public override Tensor step(Func<Tensor>? closure = null) => _steps.Step(closure, FusedNative.Scaling.None)!;
 
-    /// <inheritdoc />
-    public bool? fused => _steps.Choice.Fused;
-
-    /// <inheritdoc />
-    public Implementation Implementation => _steps.Choice.Implementation;
-
-    /// <summary>How often the bucket partition was rebuilt (it is cached across steps).</summary>
-    public int BucketRebuilds => _steps?.Buckets.Rebuilds ?? 0;
+    IStepper IStepped.Steps => _steps;
 
     /// <inheritdoc />
     public override void add_param_group(TorchSharp.Modules.ParamGroup param_group)
@@ -54,13 +44,6 @@ public sealed class Adagrad : TorchSharp.Modules.Adagrad, IAmpScalingOptimizer, 
         base.add_param_group(param_group);
         _steps?.Added(param_group);
     }
-
-    /// <summary>One Adagrad step (PyTorch's <c>optimizer.step(closure)</c>).</summary>
-    public override Tensor step(Func<Tensor>? closure = null) => _steps.Step(_parameter_groups, closure, FusedNative.Scaling.None)!;
-
-    /// <inheritdoc />
-    public Tensor? step(Tensor? grad_scale, Tensor? found_inf, Func<Tensor>? closure = null) =>
-        _steps.Step(_parameter_groups, closure, new(grad_scale, found_inf));
 }
 
 /// <summary>Adagrad's hyper-parameters of a group that its step reads, other than lr.</summary>

@@ -1,7 +1,6 @@
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
-using Implementation = Optim.Core.Optimizers.Implementation;
 using ParamGroup = TorchSharp.Modules.ParamGroup;
 
 namespace Optim.Torch;
@@ -13,7 +12,7 @@ namespace Optim.Torch;
 /// bucket (same device, dtype and hyper-parameters, across groups) is one call of libtorch's
 /// <c>_fused_adam_</c>, within a few float32 ulps of the per-tensor rule.
 /// </summary>
-public sealed class Adam : TorchSharp.Modules.Adam, IAmpScalingOptimizer, IImplementationChoice
+public sealed class Adam : TorchSharp.Modules.Adam, IAmpScalingOptimizer, IImplementationChoice, IStepped
 {
     private readonly BucketStepper<OptimizerState, AdamHyper, AdamRule> _steps;
 
@@ -30,27 +29,18 @@ public sealed class Adam : TorchSharp.Modules.Adam, IAmpScalingOptimizer, IImple
     /// <param name="fused">PyTorch's <c>fused</c>: true for libtorch's fused kernel (the default when neither switch is given).</param>
     public Adam(IEnumerable<Parameter> parameters, double lr = 1e-3, double beta1 = 0.9, double beta2 = 0.999, double eps = 1e-8,
         double weight_decay = 0, bool amsgrad = false, bool maximize = false, bool? @foreach = null, bool? fused = null)
-        : base(parameters, lr, beta1, beta2, eps, weight_decay, amsgrad, maximize) =>
-        _steps = AdamRule.Stepper("Adam", @foreach, fused, parameters, _state);
+        : base(parameters, lr, beta1, beta2, eps, weight_decay, amsgrad, maximize) => _steps = AdamRule.Stepper("Adam", @foreach, fused, parameters, _parameter_groups, h => _state[h]);
 
     /// <summary>Param groups with per-group options; missing options come from these arguments.</summary>
     /// <inheritdoc cref="Adam(IEnumerable{Parameter}, double, double, double, double, double, bool, bool, bool?, bool?)"/>
     public Adam(IEnumerable<ParamGroup> parameters, double lr = 1e-3, double beta1 = 0.9, double beta2 = 0.999, double eps = 1e-8,
         double weight_decay = 0, bool amsgrad = false, bool maximize = false, bool? @foreach = null, bool? fused = null)
-        : base(parameters, lr, beta1, beta2, eps, weight_decay, amsgrad, maximize) =>
-        _steps = AdamRule.Stepper("Adam", @foreach, fused, base.parameters(), _state);
+        : base(parameters, lr, beta1, beta2, eps, weight_decay, amsgrad, maximize) => _steps = AdamRule.Stepper("Adam", @foreach, fused, base.parameters(), _parameter_groups, h => _state[h]);
 
-    /// <inheritdoc />
-    public bool? @foreach => _steps.Choice.Foreach;
+    /// <summary>One step (PyTorch's <c>optimizer.step(closure)</c>).</summary>
+    public override Tensor step(Func<Tensor>? closure = null) => _steps.Step(closure, FusedNative.Scaling.None)!;
 
-    /// <inheritdoc />
-    public bool? fused => _steps.Choice.Fused;
-
-    /// <inheritdoc />
-    public Implementation Implementation => _steps.Choice.Implementation;
-
-    /// <summary>How often the bucket partition was rebuilt (it is cached across steps).</summary>
-    public int BucketRebuilds => _steps?.Buckets.Rebuilds ?? 0;
+    IStepper IStepped.Steps => _steps;
 
     /// <inheritdoc />
     public override void add_param_group(TorchSharp.Modules.ParamGroup param_group)
@@ -58,13 +48,6 @@ public sealed class Adam : TorchSharp.Modules.Adam, IAmpScalingOptimizer, IImple
         base.add_param_group(param_group);
         _steps?.Added(param_group);
     }
-
-    /// <summary>One Adam step (PyTorch's <c>optimizer.step(closure)</c>).</summary>
-    public override Tensor step(Func<Tensor>? closure = null) => _steps.Step(_parameter_groups, closure, FusedNative.Scaling.None)!;
-
-    /// <inheritdoc />
-    public Tensor? step(Tensor? grad_scale, Tensor? found_inf, Func<Tensor>? closure = null) =>
-        _steps.Step(_parameter_groups, closure, new(grad_scale, found_inf));
 }
 
 /// <summary>
@@ -72,7 +55,7 @@ public sealed class Adam : TorchSharp.Modules.Adam, IAmpScalingOptimizer, IImple
 /// update; amsgrad, maximize) on TorchSharp's <see cref="TorchSharp.Modules.AdamW"/>, with its groups,
 /// options, state and state dict. By default each bucket is one call of libtorch's <c>_fused_adamw_</c>.
 /// </summary>
-public sealed class AdamW : TorchSharp.Modules.AdamW, IAmpScalingOptimizer, IImplementationChoice
+public sealed class AdamW : TorchSharp.Modules.AdamW, IAmpScalingOptimizer, IImplementationChoice, IStepped
 {
     private readonly BucketStepper<OptimizerState, AdamHyper, AdamRule> _steps;
 
@@ -80,27 +63,18 @@ public sealed class AdamW : TorchSharp.Modules.AdamW, IAmpScalingOptimizer, IImp
     /// <inheritdoc cref="Adam(IEnumerable{Parameter}, double, double, double, double, double, bool, bool, bool?, bool?)"/>
     public AdamW(IEnumerable<Parameter> parameters, double lr = 1e-3, double beta1 = 0.9, double beta2 = 0.999, double eps = 1e-8,
         double weight_decay = 0.01, bool amsgrad = false, bool maximize = false, bool? @foreach = null, bool? fused = null)
-        : base(parameters, lr, beta1, beta2, eps, weight_decay, amsgrad, maximize) =>
-        _steps = AdamRule.Stepper("AdamW", @foreach, fused, parameters, _state);
+        : base(parameters, lr, beta1, beta2, eps, weight_decay, amsgrad, maximize) => _steps = AdamRule.Stepper("AdamW", @foreach, fused, parameters, _parameter_groups, h => _state[h]);
 
     /// <summary>Param groups with per-group options; missing options come from these arguments.</summary>
     /// <inheritdoc cref="Adam(IEnumerable{Parameter}, double, double, double, double, double, bool, bool, bool?, bool?)"/>
     public AdamW(IEnumerable<ParamGroup> parameters, double lr = 1e-3, double beta1 = 0.9, double beta2 = 0.999, double eps = 1e-8,
         double weight_decay = 0.01, bool amsgrad = false, bool maximize = false, bool? @foreach = null, bool? fused = null)
-        : base(parameters, lr, beta1, beta2, eps, weight_decay, amsgrad, maximize) =>
-        _steps = AdamRule.Stepper("AdamW", @foreach, fused, base.parameters(), _state);
+        : base(parameters, lr, beta1, beta2, eps, weight_decay, amsgrad, maximize) => _steps = AdamRule.Stepper("AdamW", @foreach, fused, base.parameters(), _parameter_groups, h => _state[h]);
 
-    /// <inheritdoc />
-    public bool? @foreach => _steps.Choice.Foreach;
+    /// <summary>One step (PyTorch's <c>optimizer.step(closure)</c>).</summary>
+    public override Tensor step(Func<Tensor>? closure = null) => _steps.Step(closure, FusedNative.Scaling.None)!;
 
-    /// <inheritdoc />
-    public bool? fused => _steps.Choice.Fused;
-
-    /// <inheritdoc />
-    public Implementation Implementation => _steps.Choice.Implementation;
-
-    /// <summary>How often the bucket partition was rebuilt (it is cached across steps).</summary>
-    public int BucketRebuilds => _steps?.Buckets.Rebuilds ?? 0;
+    IStepper IStepped.Steps => _steps;
 
     /// <inheritdoc />
     public override void add_param_group(TorchSharp.Modules.ParamGroup param_group)
@@ -108,13 +82,6 @@ public sealed class AdamW : TorchSharp.Modules.AdamW, IAmpScalingOptimizer, IImp
         base.add_param_group(param_group);
         _steps?.Added(param_group);
     }
-
-    /// <summary>One AdamW step (PyTorch's <c>optimizer.step(closure)</c>).</summary>
-    public override Tensor step(Func<Tensor>? closure = null) => _steps.Step(_parameter_groups, closure, FusedNative.Scaling.None)!;
-
-    /// <inheritdoc />
-    public Tensor? step(Tensor? grad_scale, Tensor? found_inf, Func<Tensor>? closure = null) =>
-        _steps.Step(_parameter_groups, closure, new(grad_scale, found_inf));
 }
 
 /// <summary>Adam's and AdamW's hyper-parameters of a group, other than lr.</summary>
@@ -131,8 +98,8 @@ internal readonly struct AdamRule(bool decoupled) : IFusedRule<OptimizerState, A
     public bool Decoupled => decoupled;
 
     internal static BucketStepper<OptimizerState, AdamHyper, AdamRule> Stepper(string name, bool? @foreach, bool? fused,
-        IEnumerable<Parameter> parameters, IDictionary<IntPtr, OptimizerState> states) =>
-        new(name, new AdamRule(decoupled: name == "AdamW"), ImplementationChoice.For(name, @foreach, fused, parameters), states);
+        IEnumerable<Parameter> parameters, IList<TorchSharp.Modules.ParamGroup> groups, Func<IntPtr, OptimizerState> stateOf) =>
+        new(name, new AdamRule(decoupled: name == "AdamW"), ImplementationChoice.For(name, @foreach, fused, parameters), groups, stateOf);
 
     public AdamHyper Read(OptimizerOptions options) => options switch
     {

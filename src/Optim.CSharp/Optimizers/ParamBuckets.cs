@@ -80,7 +80,7 @@ internal sealed class ParamBuckets<TState, THyper> where TState : OptimizerState
     }
 
     private readonly int _lists;
-    private readonly IDictionary<IntPtr, OptimizerState> _states;
+    private readonly Func<IntPtr, OptimizerState> _stateOf;
     private List<Bucket> _buckets = new();
     // The snapshot the partition was built from, per group: the group and parameter list objects, the
     // hyper-parameters and the lr last seen.
@@ -88,16 +88,23 @@ internal sealed class ParamBuckets<TState, THyper> where TState : OptimizerState
     private object?[] _paramLists = Array.Empty<object?>();
     private THyper[] _hyper = Array.Empty<THyper>();
     private double[] _lr = Array.Empty<double>();
+    // Buckets that differ only in lr, per family of two or more (device, dtype, layout, hyper-parameters),
+    // and a set reused to find two of them at the same lr.
+    private List<List<Bucket>> _lrSiblings = new();
+    private readonly HashSet<double> _seenLr = new();
 
     /// <summary>How many times the partition was built (for tests and benchmarks).</summary>
     public int Rebuilds { get; private set; }
 
+    /// <summary>How many buckets the partition has.</summary>
+    public int Count => _buckets.Count;
+
     /// <param name="lists">Argument lists per kernel call (parameters, gradients, state slots, step tensors).</param>
-    /// <param name="states">The optimizer's per-parameter states by parameter handle.</param>
-    internal ParamBuckets(int lists, IDictionary<IntPtr, OptimizerState> states)
+    /// <param name="stateOf">The optimizer's per-parameter state of a parameter handle.</param>
+    internal ParamBuckets(int lists, Func<IntPtr, OptimizerState> stateOf)
     {
         _lists = lists;
-        _states = states;
+        _stateOf = stateOf;
     }
 
     /// <summary>Drops the cached partition (after add_param_group).</summary>
@@ -125,13 +132,20 @@ internal sealed class ParamBuckets<TState, THyper> where TState : OptimizerState
             if (!lr.Equals(_lr[i])) { _lr[i] = lr; lrChanged = true; }
         }
         if (!lrChanged) return true;
-        // A scheduler moved learning rates: each bucket stays valid while its groups still agree.
+        // A scheduler moved learning rates: each bucket stays valid while its groups still agree, and
+        // while no two buckets that differ only in lr now have the same lr (they would be one bucket).
         foreach (var b in _buckets)
         {
             var lr = _lr[b.Group];
             foreach (var gi in b.Groups)
                 if (!_lr[gi].Equals(lr)) return false;
             b.Lr = lr;
+        }
+        foreach (var family in _lrSiblings)
+        {
+            _seenLr.Clear();
+            foreach (var b in family)
+                if (!_seenLr.Add(b.Lr)) return false;
         }
         return true;
     }
@@ -165,10 +179,12 @@ internal sealed class ParamBuckets<TState, THyper> where TState : OptimizerState
                 }
                 if (bucket.Groups.Count == 0 || bucket.Groups[^1] != i) bucket.Groups.Add(i);
                 bucket.Params.Add(p);
-                bucket.States.Add((TState)_states[p.Handle]);
+                bucket.States.Add((TState)_stateOf(p.Handle));
             }
         }
         _buckets = buckets;
+        _lrSiblings = buckets.GroupBy(b => (b.Device.type, b.Device.index, b.Dtype, b.Fusable, b.Hyper))
+            .Select(f => f.ToList()).Where(f => f.Count > 1).ToList();
     }
 }
 

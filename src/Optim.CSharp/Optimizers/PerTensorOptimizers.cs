@@ -1,7 +1,6 @@
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
-using Implementation = Optim.Core.Optimizers.Implementation;
 
 // Generated shape, hand-kept: the optimizers without a libtorch fused kernel. Each keeps TorchSharp's class
 // (groups, options, state, state dict) and replaces step() with PyTorch 2.x's per-tensor rule (PerTensor).
@@ -13,9 +12,12 @@ namespace Optim.Torch;
 /// <summary>
 /// PyTorch's <c>torch.optim.RMSprop</c> (plain, centered, with momentum; weight decay; maximize) on TorchSharp's <see cref="TorchSharp.Modules.RMSProp"/>, with its groups, options, per-parameter state (<c>step</c>, <c>square_avg</c>, <c>momentum_buffer</c>, <c>grad_avg</c>) and state dict. Class name as TorchSharp's, so TorchSharp state streams load; registered as <c>RMSprop</c>.
 /// </summary>
-public sealed class RMSProp : TorchSharp.Modules.RMSProp, IAmpScalingOptimizer, IImplementationChoice
+public sealed class RMSProp : TorchSharp.Modules.RMSProp, IAmpScalingOptimizer, IImplementationChoice, IStepped
 {
-    private readonly ImplementationChoice _choice;
+    private readonly GroupStepper<State, Options, Rule> _steps;
+
+    /// <summary>One step (PyTorch's <c>optimizer.step(closure)</c>).</summary>
+    public override Tensor step(Func<Tensor>? closure = null) => _steps.Step(closure, FusedNative.Scaling.None)!;
 
     /// <summary>One group over <paramref name="parameters"/> (PyTorch's argument names and defaults).</summary>
     /// <param name="parameters">The parameters to optimise.</param>
@@ -29,8 +31,7 @@ public sealed class RMSProp : TorchSharp.Modules.RMSProp, IAmpScalingOptimizer, 
     /// <param name="foreach">PyTorch's <c>foreach</c> (both implementations run PyTorch's per-tensor rule).</param>
     /// <param name="fused">PyTorch's <c>fused</c>: only false or null (libtorch has no fused RMSprop).</param>
     public RMSProp(IEnumerable<Parameter> parameters, double lr = 1e-2, double alpha = 0.99, double eps = 1e-8, double weight_decay = 0, double momentum = 0, bool centered = false, bool maximize = false, bool? @foreach = null, bool? fused = null)
-        : base(parameters, lr, alpha, eps, weight_decay, momentum, centered, maximize) =>
-        _choice = ImplementationChoice.PerTensor("RMSprop", @foreach, fused);
+        : base(parameters, lr, alpha, eps, weight_decay, momentum, centered, maximize) => _steps = new(ImplementationChoice.PerTensor("RMSprop", @foreach, fused), _parameter_groups, h => _state[h]);
 
     /// <summary>Param groups with per-group options; missing options come from these arguments.</summary>
     /// <param name="parameters">The groups.</param>
@@ -44,25 +45,9 @@ public sealed class RMSProp : TorchSharp.Modules.RMSProp, IAmpScalingOptimizer, 
     /// <param name="foreach">PyTorch's <c>foreach</c> (both implementations run PyTorch's per-tensor rule).</param>
     /// <param name="fused">PyTorch's <c>fused</c>: only false or null (libtorch has no fused RMSprop).</param>
     public RMSProp(IEnumerable<ParamGroup> parameters, double lr = 1e-2, double alpha = 0.99, double eps = 1e-8, double weight_decay = 0, double momentum = 0, bool centered = false, bool maximize = false, bool? @foreach = null, bool? fused = null)
-        : base(parameters, lr, alpha, eps, weight_decay, momentum, centered, maximize) =>
-        _choice = ImplementationChoice.PerTensor("RMSprop", @foreach, fused);
+        : base(parameters, lr, alpha, eps, weight_decay, momentum, centered, maximize) => _steps = new(ImplementationChoice.PerTensor("RMSprop", @foreach, fused), _parameter_groups, h => _state[h]);
 
-    /// <inheritdoc />
-    public bool? @foreach => _choice.Foreach;
-
-    /// <inheritdoc />
-    public bool? fused => _choice.Fused;
-
-    /// <inheritdoc />
-    public Implementation Implementation => _choice.Implementation;
-
-    /// <summary>One step (PyTorch's <c>optimizer.step(closure)</c>).</summary>
-    public override Tensor step(Func<Tensor>? closure = null) =>
-        GroupLoop.Step<State, Options, Rule>(default, _parameter_groups, _state, closure, FusedNative.Scaling.None)!;
-
-    /// <inheritdoc />
-    public Tensor? step(Tensor? grad_scale, Tensor? found_inf, Func<Tensor>? closure = null) =>
-        GroupLoop.Step<State, Options, Rule>(default, _parameter_groups, _state, closure, new(grad_scale, found_inf));
+    IStepper IStepped.Steps => _steps;
 
     /// <summary>The per-tensor rule; the group's options are read as they are at each step.</summary>
     private readonly struct Rule : IRule<State, Options>
@@ -81,9 +66,12 @@ public sealed class RMSProp : TorchSharp.Modules.RMSProp, IAmpScalingOptimizer, 
 /// <summary>
 /// PyTorch's <c>torch.optim.Adamax</c> on TorchSharp's <see cref="TorchSharp.Modules.Adamax"/>, with its groups, options, per-parameter state (<c>step</c>, <c>exp_avg</c>, <c>exp_inf</c>) and state dict.
 /// </summary>
-public sealed class Adamax : TorchSharp.Modules.Adamax, IAmpScalingOptimizer, IImplementationChoice
+public sealed class Adamax : TorchSharp.Modules.Adamax, IAmpScalingOptimizer, IImplementationChoice, IStepped
 {
-    private readonly ImplementationChoice _choice;
+    private readonly GroupStepper<State, Options, Rule> _steps;
+
+    /// <summary>One step (PyTorch's <c>optimizer.step(closure)</c>).</summary>
+    public override Tensor step(Func<Tensor>? closure = null) => _steps.Step(closure, FusedNative.Scaling.None)!;
 
     /// <summary>One group over <paramref name="parameters"/> (PyTorch's argument names and defaults).</summary>
     /// <param name="parameters">The parameters to optimise.</param>
@@ -95,8 +83,7 @@ public sealed class Adamax : TorchSharp.Modules.Adamax, IAmpScalingOptimizer, II
     /// <param name="foreach">PyTorch's <c>foreach</c> (both implementations run PyTorch's per-tensor rule).</param>
     /// <param name="fused">PyTorch's <c>fused</c>: only false or null (libtorch has no fused Adamax).</param>
     public Adamax(IEnumerable<Parameter> parameters, double lr = 0.002, double beta1 = 0.9, double beta2 = 0.999, double eps = 1e-8, double weight_decay = 0, bool? @foreach = null, bool? fused = null)
-        : base(parameters, lr, beta1, beta2, eps, weight_decay) =>
-        _choice = ImplementationChoice.PerTensor("Adamax", @foreach, fused);
+        : base(parameters, lr, beta1, beta2, eps, weight_decay) => _steps = new(ImplementationChoice.PerTensor("Adamax", @foreach, fused), _parameter_groups, h => _state[h]);
 
     /// <summary>Param groups with per-group options; missing options come from these arguments.</summary>
     /// <param name="parameters">The groups.</param>
@@ -108,25 +95,9 @@ public sealed class Adamax : TorchSharp.Modules.Adamax, IAmpScalingOptimizer, II
     /// <param name="foreach">PyTorch's <c>foreach</c> (both implementations run PyTorch's per-tensor rule).</param>
     /// <param name="fused">PyTorch's <c>fused</c>: only false or null (libtorch has no fused Adamax).</param>
     public Adamax(IEnumerable<ParamGroup> parameters, double lr = 0.002, double beta1 = 0.9, double beta2 = 0.999, double eps = 1e-8, double weight_decay = 0, bool? @foreach = null, bool? fused = null)
-        : base(parameters, lr, beta1, beta2, eps, weight_decay) =>
-        _choice = ImplementationChoice.PerTensor("Adamax", @foreach, fused);
+        : base(parameters, lr, beta1, beta2, eps, weight_decay) => _steps = new(ImplementationChoice.PerTensor("Adamax", @foreach, fused), _parameter_groups, h => _state[h]);
 
-    /// <inheritdoc />
-    public bool? @foreach => _choice.Foreach;
-
-    /// <inheritdoc />
-    public bool? fused => _choice.Fused;
-
-    /// <inheritdoc />
-    public Implementation Implementation => _choice.Implementation;
-
-    /// <summary>One step (PyTorch's <c>optimizer.step(closure)</c>).</summary>
-    public override Tensor step(Func<Tensor>? closure = null) =>
-        GroupLoop.Step<State, Options, Rule>(default, _parameter_groups, _state, closure, FusedNative.Scaling.None)!;
-
-    /// <inheritdoc />
-    public Tensor? step(Tensor? grad_scale, Tensor? found_inf, Func<Tensor>? closure = null) =>
-        GroupLoop.Step<State, Options, Rule>(default, _parameter_groups, _state, closure, new(grad_scale, found_inf));
+    IStepper IStepped.Steps => _steps;
 
     /// <summary>The per-tensor rule; the group's options are read as they are at each step.</summary>
     private readonly struct Rule : IRule<State, Options>
@@ -144,9 +115,12 @@ public sealed class Adamax : TorchSharp.Modules.Adamax, IAmpScalingOptimizer, II
 /// <summary>
 /// PyTorch 2.x's <c>torch.optim.NAdam</c> on TorchSharp's <see cref="TorchSharp.Modules.NAdam"/>, with its groups, options, per-parameter state (<c>step</c>, <c>mu_product</c>, <c>exp_avg</c>, <c>exp_avg_sq</c>) and state dict. <c>mu_product</c> is float32-rounded as PyTorch's 0-dim tensor is, and the next-step product is <c>mu_product · mu_next</c> as in PyTorch 2.x (torch 1.13 multiplied by mu once more; Optim follows 2.x).
 /// </summary>
-public sealed class NAdam : TorchSharp.Modules.NAdam, IAmpScalingOptimizer, IImplementationChoice
+public sealed class NAdam : TorchSharp.Modules.NAdam, IAmpScalingOptimizer, IImplementationChoice, IStepped
 {
-    private readonly ImplementationChoice _choice;
+    private readonly GroupStepper<State, Options, Rule> _steps;
+
+    /// <summary>One step (PyTorch's <c>optimizer.step(closure)</c>).</summary>
+    public override Tensor step(Func<Tensor>? closure = null) => _steps.Step(closure, FusedNative.Scaling.None)!;
 
     /// <summary>One group over <paramref name="parameters"/> (PyTorch's argument names and defaults).</summary>
     /// <param name="parameters">The parameters to optimise.</param>
@@ -159,8 +133,7 @@ public sealed class NAdam : TorchSharp.Modules.NAdam, IAmpScalingOptimizer, IImp
     /// <param name="foreach">PyTorch's <c>foreach</c> (both implementations run PyTorch's per-tensor rule).</param>
     /// <param name="fused">PyTorch's <c>fused</c>: only false or null (libtorch has no fused NAdam).</param>
     public NAdam(IEnumerable<Parameter> parameters, double lr = 0.002, double beta1 = 0.9, double beta2 = 0.999, double eps = 1e-8, double weight_decay = 0, double momentum_decay = 4e-3, bool? @foreach = null, bool? fused = null)
-        : base(parameters, lr, beta1, beta2, eps, weight_decay, momentum_decay) =>
-        _choice = ImplementationChoice.PerTensor("NAdam", @foreach, fused);
+        : base(parameters, lr, beta1, beta2, eps, weight_decay, momentum_decay) => _steps = new(ImplementationChoice.PerTensor("NAdam", @foreach, fused), _parameter_groups, h => _state[h]);
 
     /// <summary>Param groups with per-group options; missing options come from these arguments.</summary>
     /// <param name="parameters">The groups.</param>
@@ -173,25 +146,9 @@ public sealed class NAdam : TorchSharp.Modules.NAdam, IAmpScalingOptimizer, IImp
     /// <param name="foreach">PyTorch's <c>foreach</c> (both implementations run PyTorch's per-tensor rule).</param>
     /// <param name="fused">PyTorch's <c>fused</c>: only false or null (libtorch has no fused NAdam).</param>
     public NAdam(IEnumerable<ParamGroup> parameters, double lr = 0.002, double beta1 = 0.9, double beta2 = 0.999, double eps = 1e-8, double weight_decay = 0, double momentum_decay = 4e-3, bool? @foreach = null, bool? fused = null)
-        : base(parameters, lr, beta1, beta2, eps, weight_decay, momentum_decay) =>
-        _choice = ImplementationChoice.PerTensor("NAdam", @foreach, fused);
+        : base(parameters, lr, beta1, beta2, eps, weight_decay, momentum_decay) => _steps = new(ImplementationChoice.PerTensor("NAdam", @foreach, fused), _parameter_groups, h => _state[h]);
 
-    /// <inheritdoc />
-    public bool? @foreach => _choice.Foreach;
-
-    /// <inheritdoc />
-    public bool? fused => _choice.Fused;
-
-    /// <inheritdoc />
-    public Implementation Implementation => _choice.Implementation;
-
-    /// <summary>One step (PyTorch's <c>optimizer.step(closure)</c>).</summary>
-    public override Tensor step(Func<Tensor>? closure = null) =>
-        GroupLoop.Step<State, Options, Rule>(default, _parameter_groups, _state, closure, FusedNative.Scaling.None)!;
-
-    /// <inheritdoc />
-    public Tensor? step(Tensor? grad_scale, Tensor? found_inf, Func<Tensor>? closure = null) =>
-        GroupLoop.Step<State, Options, Rule>(default, _parameter_groups, _state, closure, new(grad_scale, found_inf));
+    IStepper IStepped.Steps => _steps;
 
     /// <summary>The per-tensor rule; the group's options are read as they are at each step.</summary>
     private readonly struct Rule : IRule<State, Options>
@@ -211,9 +168,12 @@ public sealed class NAdam : TorchSharp.Modules.NAdam, IAmpScalingOptimizer, IImp
 /// <summary>
 /// PyTorch's <c>torch.optim.RAdam</c> on TorchSharp's <see cref="TorchSharp.Modules.RAdam"/>, with its groups, options, per-parameter state (<c>step</c>, <c>exp_avg</c>, <c>exp_avg_sq</c>) and state dict. Unlike TorchSharp 0.107's own step, the rectified update multiplies by the learning rate once.
 /// </summary>
-public sealed class RAdam : TorchSharp.Modules.RAdam, IAmpScalingOptimizer, IImplementationChoice
+public sealed class RAdam : TorchSharp.Modules.RAdam, IAmpScalingOptimizer, IImplementationChoice, IStepped
 {
-    private readonly ImplementationChoice _choice;
+    private readonly GroupStepper<State, Options, Rule> _steps;
+
+    /// <summary>One step (PyTorch's <c>optimizer.step(closure)</c>).</summary>
+    public override Tensor step(Func<Tensor>? closure = null) => _steps.Step(closure, FusedNative.Scaling.None)!;
 
     /// <summary>One group over <paramref name="parameters"/> (PyTorch's argument names and defaults).</summary>
     /// <param name="parameters">The parameters to optimise.</param>
@@ -225,8 +185,7 @@ public sealed class RAdam : TorchSharp.Modules.RAdam, IAmpScalingOptimizer, IImp
     /// <param name="foreach">PyTorch's <c>foreach</c> (both implementations run PyTorch's per-tensor rule).</param>
     /// <param name="fused">PyTorch's <c>fused</c>: only false or null (libtorch has no fused RAdam).</param>
     public RAdam(IEnumerable<Parameter> parameters, double lr = 1e-3, double beta1 = 0.9, double beta2 = 0.999, double eps = 1e-8, double weight_decay = 0, bool? @foreach = null, bool? fused = null)
-        : base(parameters, lr, beta1, beta2, eps, weight_decay) =>
-        _choice = ImplementationChoice.PerTensor("RAdam", @foreach, fused);
+        : base(parameters, lr, beta1, beta2, eps, weight_decay) => _steps = new(ImplementationChoice.PerTensor("RAdam", @foreach, fused), _parameter_groups, h => _state[h]);
 
     /// <summary>Param groups with per-group options; missing options come from these arguments.</summary>
     /// <param name="parameters">The groups.</param>
@@ -238,25 +197,9 @@ public sealed class RAdam : TorchSharp.Modules.RAdam, IAmpScalingOptimizer, IImp
     /// <param name="foreach">PyTorch's <c>foreach</c> (both implementations run PyTorch's per-tensor rule).</param>
     /// <param name="fused">PyTorch's <c>fused</c>: only false or null (libtorch has no fused RAdam).</param>
     public RAdam(IEnumerable<ParamGroup> parameters, double lr = 1e-3, double beta1 = 0.9, double beta2 = 0.999, double eps = 1e-8, double weight_decay = 0, bool? @foreach = null, bool? fused = null)
-        : base(parameters, lr, beta1, beta2, eps, weight_decay) =>
-        _choice = ImplementationChoice.PerTensor("RAdam", @foreach, fused);
+        : base(parameters, lr, beta1, beta2, eps, weight_decay) => _steps = new(ImplementationChoice.PerTensor("RAdam", @foreach, fused), _parameter_groups, h => _state[h]);
 
-    /// <inheritdoc />
-    public bool? @foreach => _choice.Foreach;
-
-    /// <inheritdoc />
-    public bool? fused => _choice.Fused;
-
-    /// <inheritdoc />
-    public Implementation Implementation => _choice.Implementation;
-
-    /// <summary>One step (PyTorch's <c>optimizer.step(closure)</c>).</summary>
-    public override Tensor step(Func<Tensor>? closure = null) =>
-        GroupLoop.Step<State, Options, Rule>(default, _parameter_groups, _state, closure, FusedNative.Scaling.None)!;
-
-    /// <inheritdoc />
-    public Tensor? step(Tensor? grad_scale, Tensor? found_inf, Func<Tensor>? closure = null) =>
-        GroupLoop.Step<State, Options, Rule>(default, _parameter_groups, _state, closure, new(grad_scale, found_inf));
+    IStepper IStepped.Steps => _steps;
 
     /// <summary>The per-tensor rule; the group's options are read as they are at each step.</summary>
     private readonly struct Rule : IRule<State, Options>
@@ -274,9 +217,12 @@ public sealed class RAdam : TorchSharp.Modules.RAdam, IAmpScalingOptimizer, IImp
 /// <summary>
 /// PyTorch's <c>torch.optim.Adadelta</c> on TorchSharp's <see cref="TorchSharp.Modules.Adadelta"/>, with its groups, options, per-parameter state (<c>step</c>, <c>square_avg</c>, <c>acc_delta</c>) and state dict. Unlike TorchSharp 0.107's own step, <c>step</c> counts the updates.
 /// </summary>
-public sealed class Adadelta : TorchSharp.Modules.Adadelta, IAmpScalingOptimizer, IImplementationChoice
+public sealed class Adadelta : TorchSharp.Modules.Adadelta, IAmpScalingOptimizer, IImplementationChoice, IStepped
 {
-    private readonly ImplementationChoice _choice;
+    private readonly GroupStepper<State, Options, Rule> _steps;
+
+    /// <summary>One step (PyTorch's <c>optimizer.step(closure)</c>).</summary>
+    public override Tensor step(Func<Tensor>? closure = null) => _steps.Step(closure, FusedNative.Scaling.None)!;
 
     /// <summary>One group over <paramref name="parameters"/> (PyTorch's argument names and defaults).</summary>
     /// <param name="parameters">The parameters to optimise.</param>
@@ -288,8 +234,7 @@ public sealed class Adadelta : TorchSharp.Modules.Adadelta, IAmpScalingOptimizer
     /// <param name="foreach">PyTorch's <c>foreach</c> (both implementations run PyTorch's per-tensor rule).</param>
     /// <param name="fused">PyTorch's <c>fused</c>: only false or null (libtorch has no fused Adadelta).</param>
     public Adadelta(IEnumerable<Parameter> parameters, double lr = 1.0, double rho = 0.9, double eps = 1e-6, double weight_decay = 0, bool maximize = false, bool? @foreach = null, bool? fused = null)
-        : base(parameters, lr, rho, eps, weight_decay, maximize) =>
-        _choice = ImplementationChoice.PerTensor("Adadelta", @foreach, fused);
+        : base(parameters, lr, rho, eps, weight_decay, maximize) => _steps = new(ImplementationChoice.PerTensor("Adadelta", @foreach, fused), _parameter_groups, h => _state[h]);
 
     /// <summary>Param groups with per-group options; missing options come from these arguments.</summary>
     /// <param name="parameters">The groups.</param>
@@ -301,25 +246,9 @@ public sealed class Adadelta : TorchSharp.Modules.Adadelta, IAmpScalingOptimizer
     /// <param name="foreach">PyTorch's <c>foreach</c> (both implementations run PyTorch's per-tensor rule).</param>
     /// <param name="fused">PyTorch's <c>fused</c>: only false or null (libtorch has no fused Adadelta).</param>
     public Adadelta(IEnumerable<ParamGroup> parameters, double lr = 1.0, double rho = 0.9, double eps = 1e-6, double weight_decay = 0, bool maximize = false, bool? @foreach = null, bool? fused = null)
-        : base(parameters, lr, rho, eps, weight_decay, maximize) =>
-        _choice = ImplementationChoice.PerTensor("Adadelta", @foreach, fused);
+        : base(parameters, lr, rho, eps, weight_decay, maximize) => _steps = new(ImplementationChoice.PerTensor("Adadelta", @foreach, fused), _parameter_groups, h => _state[h]);
 
-    /// <inheritdoc />
-    public bool? @foreach => _choice.Foreach;
-
-    /// <inheritdoc />
-    public bool? fused => _choice.Fused;
-
-    /// <inheritdoc />
-    public Implementation Implementation => _choice.Implementation;
-
-    /// <summary>One step (PyTorch's <c>optimizer.step(closure)</c>).</summary>
-    public override Tensor step(Func<Tensor>? closure = null) =>
-        GroupLoop.Step<State, Options, Rule>(default, _parameter_groups, _state, closure, FusedNative.Scaling.None)!;
-
-    /// <inheritdoc />
-    public Tensor? step(Tensor? grad_scale, Tensor? found_inf, Func<Tensor>? closure = null) =>
-        GroupLoop.Step<State, Options, Rule>(default, _parameter_groups, _state, closure, new(grad_scale, found_inf));
+    IStepper IStepped.Steps => _steps;
 
     /// <summary>The per-tensor rule; the group's options are read as they are at each step.</summary>
     private readonly struct Rule : IRule<State, Options>
@@ -337,9 +266,12 @@ public sealed class Adadelta : TorchSharp.Modules.Adadelta, IAmpScalingOptimizer
 /// <summary>
 /// PyTorch's <c>torch.optim.ASGD</c> on TorchSharp's <see cref="TorchSharp.Modules.ASGD"/>, with its groups, options, per-parameter state (<c>step</c>, <c>eta</c>, <c>mu</c>, <c>ax</c>) and state dict. <c>eta</c> and <c>mu</c> are float32-rounded as PyTorch's 0-dim tensors are, and a new lr takes effect one step late, as in PyTorch.
 /// </summary>
-public sealed class ASGD : TorchSharp.Modules.ASGD, IAmpScalingOptimizer, IImplementationChoice
+public sealed class ASGD : TorchSharp.Modules.ASGD, IAmpScalingOptimizer, IImplementationChoice, IStepped
 {
-    private readonly ImplementationChoice _choice;
+    private readonly GroupStepper<State, Options, Rule> _steps;
+
+    /// <summary>One step (PyTorch's <c>optimizer.step(closure)</c>).</summary>
+    public override Tensor step(Func<Tensor>? closure = null) => _steps.Step(closure, FusedNative.Scaling.None)!;
 
     /// <summary>One group over <paramref name="parameters"/> (PyTorch's argument names and defaults).</summary>
     /// <param name="parameters">The parameters to optimise.</param>
@@ -352,8 +284,7 @@ public sealed class ASGD : TorchSharp.Modules.ASGD, IAmpScalingOptimizer, IImple
     /// <param name="foreach">PyTorch's <c>foreach</c> (both implementations run PyTorch's per-tensor rule).</param>
     /// <param name="fused">PyTorch's <c>fused</c>: only false or null (libtorch has no fused ASGD).</param>
     public ASGD(IEnumerable<Parameter> parameters, double lr = 0.01, double lambd = 1e-4, double alpha = 0.75, double t0 = 1e6, double weight_decay = 0, bool maximize = false, bool? @foreach = null, bool? fused = null)
-        : base(parameters, lr, lambd, alpha, t0, weight_decay, maximize) =>
-        _choice = ImplementationChoice.PerTensor("ASGD", @foreach, fused);
+        : base(parameters, lr, lambd, alpha, t0, weight_decay, maximize) => _steps = new(ImplementationChoice.PerTensor("ASGD", @foreach, fused), _parameter_groups, h => _state[h]);
 
     /// <summary>Param groups with per-group options; missing options come from these arguments.</summary>
     /// <param name="parameters">The groups.</param>
@@ -366,25 +297,9 @@ public sealed class ASGD : TorchSharp.Modules.ASGD, IAmpScalingOptimizer, IImple
     /// <param name="foreach">PyTorch's <c>foreach</c> (both implementations run PyTorch's per-tensor rule).</param>
     /// <param name="fused">PyTorch's <c>fused</c>: only false or null (libtorch has no fused ASGD).</param>
     public ASGD(IEnumerable<ParamGroup> parameters, double lr = 0.01, double lambd = 1e-4, double alpha = 0.75, double t0 = 1e6, double weight_decay = 0, bool maximize = false, bool? @foreach = null, bool? fused = null)
-        : base(parameters, lr, lambd, alpha, t0, weight_decay, maximize) =>
-        _choice = ImplementationChoice.PerTensor("ASGD", @foreach, fused);
+        : base(parameters, lr, lambd, alpha, t0, weight_decay, maximize) => _steps = new(ImplementationChoice.PerTensor("ASGD", @foreach, fused), _parameter_groups, h => _state[h]);
 
-    /// <inheritdoc />
-    public bool? @foreach => _choice.Foreach;
-
-    /// <inheritdoc />
-    public bool? fused => _choice.Fused;
-
-    /// <inheritdoc />
-    public Implementation Implementation => _choice.Implementation;
-
-    /// <summary>One step (PyTorch's <c>optimizer.step(closure)</c>).</summary>
-    public override Tensor step(Func<Tensor>? closure = null) =>
-        GroupLoop.Step<State, Options, Rule>(default, _parameter_groups, _state, closure, FusedNative.Scaling.None)!;
-
-    /// <inheritdoc />
-    public Tensor? step(Tensor? grad_scale, Tensor? found_inf, Func<Tensor>? closure = null) =>
-        GroupLoop.Step<State, Options, Rule>(default, _parameter_groups, _state, closure, new(grad_scale, found_inf));
+    IStepper IStepped.Steps => _steps;
 
     /// <summary>The per-tensor rule; the group's options are read as they are at each step.</summary>
     private readonly struct Rule : IRule<State, Options>
@@ -409,9 +324,12 @@ public sealed class ASGD : TorchSharp.Modules.ASGD, IAmpScalingOptimizer, IImple
 /// <summary>
 /// PyTorch's <c>torch.optim.Rprop</c> on TorchSharp's <see cref="TorchSharp.Modules.Rprop"/>, with its groups, options, per-parameter state (<c>step</c>, <c>prev</c>, <c>step_size</c>) and state dict. The step sizes start at the group's lr at the first step (later lr changes have no effect, as in PyTorch).
 /// </summary>
-public sealed class Rprop : TorchSharp.Modules.Rprop, IAmpScalingOptimizer, IImplementationChoice
+public sealed class Rprop : TorchSharp.Modules.Rprop, IAmpScalingOptimizer, IImplementationChoice, IStepped
 {
-    private readonly ImplementationChoice _choice;
+    private readonly GroupStepper<State, Options, Rule> _steps;
+
+    /// <summary>One step (PyTorch's <c>optimizer.step(closure)</c>).</summary>
+    public override Tensor step(Func<Tensor>? closure = null) => _steps.Step(closure, FusedNative.Scaling.None)!;
 
     /// <summary>One group over <paramref name="parameters"/> (PyTorch's argument names and defaults).</summary>
     /// <param name="parameters">The parameters to optimise.</param>
@@ -424,8 +342,7 @@ public sealed class Rprop : TorchSharp.Modules.Rprop, IAmpScalingOptimizer, IImp
     /// <param name="foreach">PyTorch's <c>foreach</c> (both implementations run PyTorch's per-tensor rule).</param>
     /// <param name="fused">PyTorch's <c>fused</c>: only false or null (libtorch has no fused Rprop).</param>
     public Rprop(IEnumerable<Parameter> parameters, double lr = 1e-2, double etaminus = 0.5, double etaplus = 1.2, double min_step = 1e-6, double max_step = 50, bool maximize = false, bool? @foreach = null, bool? fused = null)
-        : base(parameters, lr, etaminus, etaplus, min_step, max_step, maximize) =>
-        _choice = ImplementationChoice.PerTensor("Rprop", @foreach, fused);
+        : base(parameters, lr, etaminus, etaplus, min_step, max_step, maximize) => _steps = new(ImplementationChoice.PerTensor("Rprop", @foreach, fused), _parameter_groups, h => _state[h]);
 
     /// <summary>Param groups with per-group options; missing options come from these arguments.</summary>
     /// <param name="parameters">The groups.</param>
@@ -438,25 +355,9 @@ public sealed class Rprop : TorchSharp.Modules.Rprop, IAmpScalingOptimizer, IImp
     /// <param name="foreach">PyTorch's <c>foreach</c> (both implementations run PyTorch's per-tensor rule).</param>
     /// <param name="fused">PyTorch's <c>fused</c>: only false or null (libtorch has no fused Rprop).</param>
     public Rprop(IEnumerable<ParamGroup> parameters, double lr = 1e-2, double etaminus = 0.5, double etaplus = 1.2, double min_step = 1e-6, double max_step = 50, bool maximize = false, bool? @foreach = null, bool? fused = null)
-        : base(parameters, lr, etaminus, etaplus, min_step, max_step, maximize) =>
-        _choice = ImplementationChoice.PerTensor("Rprop", @foreach, fused);
+        : base(parameters, lr, etaminus, etaplus, min_step, max_step, maximize) => _steps = new(ImplementationChoice.PerTensor("Rprop", @foreach, fused), _parameter_groups, h => _state[h]);
 
-    /// <inheritdoc />
-    public bool? @foreach => _choice.Foreach;
-
-    /// <inheritdoc />
-    public bool? fused => _choice.Fused;
-
-    /// <inheritdoc />
-    public Implementation Implementation => _choice.Implementation;
-
-    /// <summary>One step (PyTorch's <c>optimizer.step(closure)</c>).</summary>
-    public override Tensor step(Func<Tensor>? closure = null) =>
-        GroupLoop.Step<State, Options, Rule>(default, _parameter_groups, _state, closure, FusedNative.Scaling.None)!;
-
-    /// <inheritdoc />
-    public Tensor? step(Tensor? grad_scale, Tensor? found_inf, Func<Tensor>? closure = null) =>
-        GroupLoop.Step<State, Options, Rule>(default, _parameter_groups, _state, closure, new(grad_scale, found_inf));
+    IStepper IStepped.Steps => _steps;
 
     /// <summary>The per-tensor rule; the group's options are read as they are at each step.</summary>
     private readonly struct Rule : IRule<State, Options>

@@ -1,7 +1,6 @@
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
-using Implementation = Optim.Core.Optimizers.Implementation;
 
 namespace Optim.Torch;
 
@@ -12,7 +11,7 @@ namespace Optim.Torch;
 /// parameters (same device, dtype and hyper-parameters, across groups) is updated by one call of
 /// libtorch's <c>_fused_sgd_</c> kernel, bit-identical to the per-tensor rule.
 /// </summary>
-public sealed class SGD : TorchSharp.Modules.SGD, IAmpScalingOptimizer, IImplementationChoice
+public sealed class SGD : TorchSharp.Modules.SGD, IAmpScalingOptimizer, IImplementationChoice, IStepped
 {
     private readonly BucketStepper<State, SgdHyper, SgdRule> _steps;
 
@@ -29,27 +28,18 @@ public sealed class SGD : TorchSharp.Modules.SGD, IAmpScalingOptimizer, IImpleme
     /// <exception cref="ArgumentException">Bad values, or <c>fused</c> and <c>foreach</c> both true.</exception>
     public SGD(IEnumerable<Parameter> parameters, double lr, double momentum = 0, double dampening = 0, double weight_decay = 0,
         bool nesterov = false, bool maximize = false, bool? @foreach = null, bool? fused = null)
-        : base(parameters, lr, momentum, dampening, weight_decay, nesterov, maximize) =>
-        _steps = new("SGD", default, ImplementationChoice.For("SGD", @foreach, fused, parameters), _state);
+        : base(parameters, lr, momentum, dampening, weight_decay, nesterov, maximize) => _steps = new("SGD", default, ImplementationChoice.For("SGD", @foreach, fused, parameters), _parameter_groups, h => _state[h]);
 
     /// <summary>Param groups with per-group options; missing options come from these arguments.</summary>
     /// <inheritdoc cref="SGD(IEnumerable{Parameter}, double, double, double, double, bool, bool, bool?, bool?)"/>
     public SGD(IEnumerable<ParamGroup> parameters, double lr, double momentum = 0, double dampening = 0, double weight_decay = 0,
         bool nesterov = false, bool maximize = false, bool? @foreach = null, bool? fused = null)
-        : base(parameters, lr, momentum, dampening, weight_decay, nesterov, maximize) =>
-        _steps = new("SGD", default, ImplementationChoice.For("SGD", @foreach, fused, base.parameters()), _state);
+        : base(parameters, lr, momentum, dampening, weight_decay, nesterov, maximize) => _steps = new("SGD", default, ImplementationChoice.For("SGD", @foreach, fused, base.parameters()), _parameter_groups, h => _state[h]);
 
-    /// <inheritdoc />
-    public bool? @foreach => _steps.Choice.Foreach;
+    /// <summary>One step (PyTorch's <c>optimizer.step(closure)</c>).</summary>
+    public override Tensor step(Func<Tensor>? closure = null) => _steps.Step(closure, FusedNative.Scaling.None)!;
 
-    /// <inheritdoc />
-    public bool? fused => _steps.Choice.Fused;
-
-    /// <inheritdoc />
-    public Implementation Implementation => _steps.Choice.Implementation;
-
-    /// <summary>How often the bucket partition was rebuilt (it is cached across steps).</summary>
-    public int BucketRebuilds => _steps?.Buckets.Rebuilds ?? 0;
+    IStepper IStepped.Steps => _steps;
 
     /// <inheritdoc />
     public override void add_param_group(TorchSharp.Modules.ParamGroup param_group)
@@ -57,13 +47,6 @@ public sealed class SGD : TorchSharp.Modules.SGD, IAmpScalingOptimizer, IImpleme
         base.add_param_group(param_group);
         _steps?.Added(param_group);
     }
-
-    /// <summary>One SGD step (PyTorch's <c>optimizer.step(closure)</c>).</summary>
-    public override Tensor step(Func<Tensor>? closure = null) => _steps.Step(_parameter_groups, closure, FusedNative.Scaling.None)!;
-
-    /// <inheritdoc />
-    public Tensor? step(Tensor? grad_scale, Tensor? found_inf, Func<Tensor>? closure = null) =>
-        _steps.Step(_parameter_groups, closure, new(grad_scale, found_inf));
 }
 
 /// <summary>SGD's hyper-parameters of a group, other than lr.</summary>

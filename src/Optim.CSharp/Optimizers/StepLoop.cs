@@ -1,8 +1,6 @@
-using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 using Implementation = Optim.Core.Optimizers.Implementation;
-using ParamGroup = TorchSharp.Modules.ParamGroup;
 
 namespace Optim.Torch;
 
@@ -72,26 +70,46 @@ internal readonly record struct ImplementationChoice(bool? Foreach, bool? Fused,
         new(@foreach, fused, Implementations.Resolve(name, @foreach, fused));
 }
 
-/// <summary>The step of the optimizers that run PyTorch's per-tensor rule for every parameter, group by group.</summary>
+/// <summary>An optimizer's step machinery: what its public surface needs of it.</summary>
+internal interface IStepper
+{
+    /// <summary>The implementation switches and their choice.</summary>
+    ImplementationChoice Choice { get; }
+
+    /// <summary>How often the bucket partition was built (0 for optimizers without buckets).</summary>
+    int BucketRebuilds { get; }
+
+    /// <summary>How many buckets the last step used (0 for optimizers without buckets).</summary>
+    int BucketCount { get; }
+
+    /// <summary>PyTorch's <c>step(closure)</c>, with AMP's scale and found-inf flag when given.</summary>
+    Tensor? Step(Func<Tensor>? closure, FusedNative.Scaling scaling);
+}
+
+/// <summary>
+/// Optim's optimizers: the implementation switches and the AMP step, answered once here from
+/// <see cref="Steps"/> (the optimizer classes derive from different TorchSharp classes, so this is where
+/// their shared surface can live).
+/// </summary>
+internal interface IStepped : IAmpScalingOptimizer, IImplementationChoice
+{
+    /// <summary>The optimizer's step machinery.</summary>
+    IStepper Steps { get; }
+
+    bool? IImplementationChoice.@foreach => Steps.Choice.Foreach;
+
+    bool? IImplementationChoice.fused => Steps.Choice.Fused;
+
+    Implementation IImplementationChoice.Implementation => Steps.Choice.Implementation;
+
+    Tensor? IAmpScalingOptimizer.step(Tensor? grad_scale, Tensor? found_inf, Func<Tensor>? closure) => Steps.Step(closure, new(grad_scale, found_inf));
+}
+
+/// <summary>PyTorch's per-tensor rule over every parameter, group by group (the per-tensor optimizers, and <c>foreach=False</c>).</summary>
 internal static class GroupLoop
 {
-    /// <summary>
-    /// PyTorch's <c>step(closure)</c>: the closure with grad, then (unless <paramref name="scaling"/>'s found-inf
-    /// flag is set) every parameter with a gradient updated by <paramref name="rule"/> without grad, temporaries disposed.
-    /// </summary>
-    internal static Tensor? Step<TState, THyper, TRule>(TRule rule, IList<ParamGroup> groups, IDictionary<IntPtr, OptimizerState> states,
-        Func<Tensor>? closure, FusedNative.Scaling scaling)
-        where TState : OptimizerState where TRule : struct, IRule<TState, THyper>
-    {
-        var loss = StepSupport.Closure(closure);
-        using (torch.no_grad())
-        using (torch.NewDisposeScope())
-            if (!StepSupport.Flagged(scaling.FoundInf)) Update<TState, THyper, TRule>(rule, groups, states, scaling);
-        return loss;
-    }
-
     /// <summary>Every parameter with a gradient, group by group, with the group's options as they are now.</summary>
-    internal static void Update<TState, THyper, TRule>(in TRule rule, IList<ParamGroup> groups, IDictionary<IntPtr, OptimizerState> states,
+    internal static void Update<TState, THyper, TRule>(in TRule rule, IList<TorchSharp.Modules.ParamGroup> groups, Func<IntPtr, OptimizerState> stateOf,
         FusedNative.Scaling scaling)
         where TState : OptimizerState where TRule : struct, IRule<TState, THyper>
     {
@@ -100,8 +118,17 @@ internal static class GroupLoop
             var g = groups[i];
             var h = rule.Read(g.Options);
             var lr = g.Options.LearningRate!.Value;
-            foreach (var p in g.Parameters)
-                if (p.grad is { } grad) One(rule, p, grad, (TState)states[p.Handle], h, lr, scaling);
+            // Indexed when the group holds a list (as Optim's groups do): no enumerator per group and step.
+            if (g.Parameters is IList<Parameter> list)
+            {
+                for (int j = 0; j < list.Count; j++)
+                    if (list[j].grad is { } grad) One(rule, list[j], grad, (TState)stateOf(list[j].Handle), h, lr, scaling);
+            }
+            else
+            {
+                foreach (var p in g.Parameters)
+                    if (p.grad is { } grad) One(rule, p, grad, (TState)stateOf(p.Handle), h, lr, scaling);
+            }
         }
     }
 
@@ -114,56 +141,93 @@ internal static class GroupLoop
     }
 }
 
+/// <summary>The step of an optimizer without a fused kernel: PyTorch's per-tensor rule, group by group.</summary>
+internal sealed class GroupStepper<TState, THyper, TRule>(ImplementationChoice choice, IList<TorchSharp.Modules.ParamGroup> groups,
+    Func<IntPtr, OptimizerState> stateOf) : IStepper
+    where TState : OptimizerState where TRule : struct, IRule<TState, THyper>
+{
+    public ImplementationChoice Choice => choice;
+
+    public int BucketRebuilds => 0;
+
+    public int BucketCount => 0;
+
+    /// <summary>
+    /// The closure with grad, then (unless the found-inf flag is set) every parameter with a gradient updated
+    /// by the rule without grad, temporaries disposed.
+    /// </summary>
+    public Tensor? Step(Func<Tensor>? closure, FusedNative.Scaling scaling)
+    {
+        var loss = StepSupport.Closure(closure);
+        using (no_grad())
+        using (NewDisposeScope())
+            if (!StepSupport.Flagged(scaling.FoundInf)) GroupLoop.Update<TState, THyper, TRule>(default, groups, stateOf, scaling);
+        return loss;
+    }
+}
+
 /// <summary>
 /// The step of the optimizers with a fused kernel: per cached bucket (same device, dtype and hyper-parameters
 /// across groups) one kernel call per distinct <see cref="IFusedRule{TState, THyper}.Batch"/> (normally one),
 /// the per-tensor rule for what the kernel cannot take; the per-tensor loop for <c>foreach=False</c>.
 /// </summary>
-internal sealed class BucketStepper<TState, THyper, TRule>
+internal sealed class BucketStepper<TState, THyper, TRule> : IStepper
     where TState : OptimizerState where THyper : struct, IEquatable<THyper> where TRule : struct, IFusedRule<TState, THyper>
 {
     private readonly string _name;
     private readonly TRule _rule;
-    private readonly IDictionary<IntPtr, OptimizerState> _states;
+    private readonly IList<TorchSharp.Modules.ParamGroup> _groups;
+    private readonly Func<IntPtr, OptimizerState> _stateOf;
 
-    internal BucketStepper(string name, TRule rule, ImplementationChoice choice, IDictionary<IntPtr, OptimizerState> states)
+    /// <param name="name">PyTorch's name of the optimizer (for messages).</param>
+    /// <param name="rule">The optimizer's rule.</param>
+    /// <param name="choice">The implementation switches.</param>
+    /// <param name="groups">The optimizer's param groups (the list object, read at each step).</param>
+    /// <param name="stateOf">The optimizer's per-parameter state of a parameter handle.</param>
+    internal BucketStepper(string name, TRule rule, ImplementationChoice choice, IList<TorchSharp.Modules.ParamGroup> groups,
+        Func<IntPtr, OptimizerState> stateOf)
     {
         _name = name;
         _rule = rule;
         Choice = choice;
-        _states = states;
-        Buckets = new ParamBuckets<TState, THyper>(2 + rule.Slots + (rule.StepTensors ? 1 : 0), states);
+        _groups = groups;
+        _stateOf = stateOf;
+        Buckets = new ParamBuckets<TState, THyper>(2 + rule.Slots + (rule.StepTensors ? 1 : 0), stateOf);
     }
 
-    internal ImplementationChoice Choice { get; }
+    public ImplementationChoice Choice { get; }
 
     internal ParamBuckets<TState, THyper> Buckets { get; }
 
+    public int BucketRebuilds => Buckets.Rebuilds;
+
+    public int BucketCount => Buckets.Count;
+
     /// <summary>After <c>add_param_group</c>: PyTorch refuses non-floating parameters for <c>fused=True</c>, groups added later too.</summary>
-    internal void Added(ParamGroup group)
+    internal void Added(TorchSharp.Modules.ParamGroup group)
     {
         Buckets.Invalidate();
         if (Choice.Fused == true) Implementations.CheckFusedParams(_name, group.Parameters);
     }
 
-    /// <summary>PyTorch's <c>step(closure)</c> (see <see cref="GroupLoop.Step{TState, THyper, TRule}"/>).</summary>
-    internal Tensor? Step(IList<ParamGroup> groups, Func<Tensor>? closure, FusedNative.Scaling scaling)
+    /// <summary>The closure with grad, then (unless the found-inf flag is set) the update without grad, temporaries disposed.</summary>
+    public Tensor? Step(Func<Tensor>? closure, FusedNative.Scaling scaling)
     {
         var loss = StepSupport.Closure(closure);
-        using (torch.no_grad())
-        using (torch.NewDisposeScope())
-            if (!StepSupport.Flagged(scaling.FoundInf)) Update(groups, scaling);
+        using (no_grad())
+        using (NewDisposeScope())
+            if (!StepSupport.Flagged(scaling.FoundInf)) Update(scaling);
         return loss;
     }
 
-    private void Update(IList<ParamGroup> groups, FusedNative.Scaling scaling)
+    private void Update(FusedNative.Scaling scaling)
     {
         if (Choice.Implementation == Implementation.ForLoop)
         {
-            GroupLoop.Update<TState, THyper, TRule>(_rule, groups, _states, scaling);
+            GroupLoop.Update<TState, THyper, TRule>(_rule, _groups, _stateOf, scaling);
             return;
         }
-        var buckets = Buckets.For<TRule>(groups, _rule);
+        var buckets = Buckets.For(_groups, _rule);
         for (int i = 0; i < buckets.Count; i++) StepBucket(buckets[i], scaling);
     }
 
@@ -226,7 +290,7 @@ internal sealed class BucketStepper<TState, THyper, TRule>
     private void Launch(ParamBuckets<TState, THyper>.Bucket b, int count, long batch, bool all, FusedNative.Scaling scaling)
     {
         var (lists, members, grads, batches, done) = (b.Lists, b.Members, b.Grads, b.Batches, b.Done);
-        using var stepTensor = _rule.StepTensors ? torch.tensor((float)batch, ScalarType.Float32, b.Device) : null;
+        using var stepTensor = _rule.StepTensors ? tensor((float)batch, ScalarType.Float32, b.Device) : null;
         var stepImpl = stepTensor is null ? IntPtr.Zero : FusedNative.Impl(stepTensor);
         var slots = _rule.Slots;
         int k = 0;
