@@ -46,19 +46,19 @@ internal sealed class ParamBuckets<TState, THyper> where TState : OptimizerState
         public double Lr { get; set; }
 
         private readonly int _lists;
-        private IntPtr[][]? _impls;
-        private int[]? _members;
-        private Tensor?[]? _grads;
+        private IntPtr[][]? _impls, _rows;
         private long[]? _batches;
         private bool[]? _done;
 
-        /// <summary>Per kernel argument list, the impl pointers of one call (reused across steps).</summary>
-        internal IntPtr[][] Lists => _impls ??= Enumerable.Range(0, _lists).Select(_ => new IntPtr[Params.Count]).ToArray();
-        /// <summary>Scratch reused across steps: the gathered parameters' indices, gradients, batches and a done mark.</summary>
-        internal int[] Members => _members ??= new int[Params.Count];
-        internal Tensor?[] Grads => _grads ??= new Tensor?[Params.Count];
+        /// <summary>Per kernel argument list, the impl pointers of the gathered parameters (reused across steps).</summary>
+        internal IntPtr[][] Lists => _impls ??= NewLists();
+        /// <summary>A second set of lists, for the calls of a bucket whose parameters' step counts differ.</summary>
+        internal IntPtr[][] Rows => _rows ??= NewLists();
+        /// <summary>Scratch reused across steps: the gathered parameters' batches and a done mark.</summary>
         internal long[] Batches => _batches ??= new long[Params.Count];
         internal bool[] Done => _done ??= new bool[Params.Count];
+
+        private IntPtr[][] NewLists() => Enumerable.Range(0, _lists).Select(_ => new IntPtr[Params.Count]).ToArray();
 
         /// <summary>Per state slot, the state tensor objects already checked to fit the kernel (same dtype, device, contiguous).</summary>
         private Tensor?[][] _fitted = Array.Empty<Tensor?[]>();

@@ -241,7 +241,11 @@ internal sealed class BucketStepper<TState, THyper, TRule> : IStepper
             return;
         }
         scaling = StepSupport.OnDevice(scaling, b.Device);
-        var (members, grads, batches) = (b.Members, b.Grads, b.Batches);
+        // One pass over the parameters (their objects are touched once): each one the kernel can take is
+        // prepared, its state advanced (the kernels read the step tensors, not these counters) and its impl
+        // pointers written into the argument lists. The gradient wrappers stay alive in the step's dispose scope.
+        var (lists, batches) = (b.Lists, b.Batches);
+        var slots = _rule.Slots;
         int count = 0;
         var uniform = true;
         for (int j = 0; j < n; j++)
@@ -257,26 +261,39 @@ internal sealed class BucketStepper<TState, THyper, TRule> : IStepper
             }
             var batch = _rule.Batch(st, b.Hyper);
             _rule.Prepare(p, grad, st, b.Hyper);
-            members[count] = j;
-            grads[count] = grad;
+            lists[0][count] = FusedNative.Impl(p);
+            lists[1][count] = FusedNative.Impl(grad);
+            for (int s = 0; s < slots; s++)
+                if (_rule.State(st, s, b.Hyper) is { } t) lists[2 + s][count] = FusedNative.Impl(t);
+            _rule.Advance(st, batch);
             batches[count] = batch;
             uniform &= batch == batches[0];
             count++;
         }
+        if (count == 0) return;
         if (uniform)
         {
-            if (count > 0) Launch(b, count, batches[0], all: true, scaling);
+            Launch(b, lists, count, batches[0], scaling);
+            return;
         }
-        else
+        // Parameters that missed a gradient at some step lag behind: one call per distinct batch, its rows
+        // copied to the front of a second set of lists.
+        var (rows, done) = (b.Rows, b.Done);
+        Array.Clear(done, 0, count);
+        for (int first = 0; first < count; first++)
         {
-            // Parameters that missed a gradient at some step lag behind: one call per distinct batch.
-            var done = b.Done;
-            Array.Clear(done, 0, count);
-            for (int first = 0; first < count; first++)
-                if (!done[first]) Launch(b, count, batches[first], all: false, scaling);
+            if (done[first]) continue;
+            var batch = batches[first];
+            int k = 0;
+            for (int m = first; m < count; m++)
+            {
+                if (done[m] || batches[m] != batch) continue;
+                for (int l = 0; l < 2 + slots; l++) rows[l][k] = lists[l][m];
+                done[m] = true;
+                k++;
+            }
+            Launch(b, rows, k, batch, scaling);
         }
-        Array.Clear(grads, 0, count);
-        GC.KeepAlive(b);
     }
 
     private bool StatesFit(ParamBuckets<TState, THyper>.Bucket b, int j, TState st)
@@ -286,32 +303,12 @@ internal sealed class BucketStepper<TState, THyper, TRule> : IStepper
         return true;
     }
 
-    /// <summary>One kernel call over the gathered members of <paramref name="batch"/> (all of them when <paramref name="all"/>).</summary>
-    private void Launch(ParamBuckets<TState, THyper>.Bucket b, int count, long batch, bool all, FusedNative.Scaling scaling)
+    /// <summary>One kernel call over the first <paramref name="count"/> rows of <paramref name="lists"/>, with its step tensor.</summary>
+    private void Launch(ParamBuckets<TState, THyper>.Bucket b, IntPtr[][] lists, int count, long batch, FusedNative.Scaling scaling)
     {
-        var (lists, members, grads, batches, done) = (b.Lists, b.Members, b.Grads, b.Batches, b.Done);
         using var stepTensor = _rule.StepTensors ? tensor((float)batch, ScalarType.Float32, b.Device) : null;
-        var stepImpl = stepTensor is null ? IntPtr.Zero : FusedNative.Impl(stepTensor);
-        var slots = _rule.Slots;
-        int k = 0;
-        for (int m = 0; m < count; m++)
-        {
-            if (!all && (done[m] || batches[m] != batch)) continue;
-            var j = members[m];
-            var st = b.States[j];
-            lists[0][k] = FusedNative.Impl(b.Params[j]);
-            lists[1][k] = FusedNative.Impl(grads[m]!);
-            for (int s = 0; s < slots; s++)
-                if (_rule.State(st, s, b.Hyper) is { } t) lists[2 + s][k] = FusedNative.Impl(t);
-            if (stepTensor is not null) lists[2 + slots][k] = stepImpl;
-            k++;
-        }
-        _rule.Launch(lists, k, batch, b.Hyper, b.Lr, scaling);
-        for (int m = 0; m < count; m++)
-        {
-            if (!all && (done[m] || batches[m] != batch)) continue;
-            _rule.Advance(b.States[members[m]], batch);
-            if (!all) done[m] = true;
-        }
+        if (stepTensor is not null) Array.Fill(lists[2 + _rule.Slots], FusedNative.Impl(stepTensor), 0, count);
+        _rule.Launch(lists, count, batch, b.Hyper, b.Lr, scaling);
+        GC.KeepAlive(b);
     }
 }
