@@ -8,7 +8,7 @@ using Optimizer = TorchSharp.torch.optim.Optimizer;
 namespace Optim;
 
 /// <summary>
-/// MMEngine's <c>AmpOptimWrapper</c> (SPEC §2): an <see cref="OptimWrapper"/> for mixed-precision
+/// MMEngine's <c>AmpOptimWrapper</c>: an <see cref="OptimWrapper"/> for mixed-precision
 /// training. The forward pass runs inside <see cref="optim_context"/> (autocast on the parameters'
 /// device type); <see cref="backward"/> scales the loss through <see cref="loss_scaler"/>;
 /// <see cref="step()"/> unscales (before clipping), skips the update when a gradient overflowed, and
