@@ -18,6 +18,34 @@ internal static class PerTensor
 {
     private static Tensor Weight(double w, Tensor like) => torch.tensor(w, like.dtype, like.device);
 
+    /// <summary>The Scalars most rules pass: weight decay, eps and the integer 1 (alpha/value of plain adds), disposed together.</summary>
+    private readonly struct Common(double weightDecay, double eps) : IDisposable
+    {
+        public readonly Scalar Wd = weightDecay.ToScalar();
+        public readonly Scalar Eps = eps.ToScalar();
+        public readonly Scalar One = 1.ToScalar();
+
+        public void Dispose()
+        {
+            Wd.Dispose();
+            Eps.Dispose();
+            One.Dispose();
+        }
+    }
+
+    /// <summary>A running average's decay and its complement (β, 1 − β) as Scalars, disposed together.</summary>
+    private readonly struct Decay(double beta) : IDisposable
+    {
+        public readonly Scalar Keep = beta.ToScalar();
+        public readonly Scalar Rest = (1 - beta).ToScalar();
+
+        public void Dispose()
+        {
+            Keep.Dispose();
+            Rest.Dispose();
+        }
+    }
+
     /// <summary>SGD: weight decay, momentum (the buffer is the first gradient), Nesterov, maximize.</summary>
     internal static void Sgd(Tensor param, Tensor grad, ref Tensor? buffer, double lr, double momentum, double dampening,
         double weightDecay, bool nesterov, bool maximize)
@@ -43,20 +71,17 @@ internal static class PerTensor
     internal static void Adam(bool decoupled, Tensor param, Tensor grad, Tensor expAvg, Tensor expAvgSq, Tensor? maxExpAvgSq, long step,
         double lr, double beta1, double beta2, double eps, double weightDecay, bool amsgrad, bool maximize)
     {
-        using var wd = weightDecay.ToScalar();
+        using var c = new Common(weightDecay, eps);
         using var decay = (1 - lr * weightDecay).ToScalar();
-        using var b2 = beta2.ToScalar();
-        using var oneMinusB2 = (1 - beta2).ToScalar();
-        using var e = eps.ToScalar();
-        using var one = 1.ToScalar();
+        using var b2 = new Decay(beta2);
         if (maximize) grad = grad.neg();
         if (weightDecay != 0)
         {
             if (decoupled) param.mul_(decay);
-            else grad = grad.add(param, alpha: wd);
+            else grad = grad.add(param, alpha: c.Wd);
         }
         expAvg.lerp_(grad, Weight(1 - beta1, expAvg));
-        expAvgSq.mul_(b2).addcmul_(grad, grad, value: oneMinusB2);
+        expAvgSq.mul_(b2.Keep).addcmul_(grad, grad, value: b2.Rest);
         var biasCorrection1 = 1 - Math.Pow(beta1, step);
         var biasCorrection2 = 1 - Math.Pow(beta2, step);
         var stepSize = lr / biasCorrection1;
@@ -66,11 +91,11 @@ internal static class PerTensor
         if (amsgrad)
         {
             maxExpAvgSq!.copy_(torch.maximum(maxExpAvgSq, expAvgSq));
-            denom = (maxExpAvgSq.sqrt() / biasCorrection2Sqrt).add_(e, one);
+            denom = (maxExpAvgSq.sqrt() / biasCorrection2Sqrt).add_(c.Eps, c.One);
         }
         else
         {
-            denom = (expAvgSq.sqrt() / biasCorrection2Sqrt).add_(e, one);
+            denom = (expAvgSq.sqrt() / biasCorrection2Sqrt).add_(c.Eps, c.One);
         }
         param.addcdiv_(expAvg, denom, value: negStepSize);
     }
@@ -78,15 +103,13 @@ internal static class PerTensor
     /// <summary>Adagrad at <paramref name="step"/> (already advanced).</summary>
     internal static void Adagrad(Tensor param, Tensor grad, Tensor sum, long step, double lr, double lrDecay, double weightDecay, double eps, bool maximize)
     {
-        using var wd = weightDecay.ToScalar();
-        using var one = 1.ToScalar();
-        using var e = eps.ToScalar();
+        using var c = new Common(weightDecay, eps);
         if (maximize) grad = grad.neg();
-        if (weightDecay != 0) grad = grad.add(param, alpha: wd);
+        if (weightDecay != 0) grad = grad.add(param, alpha: c.Wd);
         var clr = lr / (1 + (step - 1) * lrDecay);
         using var negClr = (-clr).ToScalar();
-        sum.addcmul_(grad, grad, value: one);
-        var std = sum.sqrt().add_(e, one);
+        sum.addcmul_(grad, grad, value: c.One);
+        var std = sum.sqrt().add_(c.Eps, c.One);
         param.addcdiv_(grad, std, value: negClr);
     }
 
@@ -94,17 +117,14 @@ internal static class PerTensor
     internal static void RmsProp(Tensor param, Tensor grad, Tensor squareAvg, Tensor? gradAvg, Tensor? momentumBuffer,
         double lr, double alpha, double eps, double weightDecay, double momentum, bool centered, bool maximize)
     {
-        using var wd = weightDecay.ToScalar();
-        using var a = alpha.ToScalar();
-        using var oneMinusA = (1 - alpha).ToScalar();
+        using var c = new Common(weightDecay, eps);
+        using var a = new Decay(alpha);
         using var minusOne = (-1).ToScalar();
-        using var one = 1.ToScalar();
-        using var e = eps.ToScalar();
         using var m = momentum.ToScalar();
         using var negLr = (-lr).ToScalar();
         if (maximize) grad = grad.neg();
-        if (weightDecay != 0) grad = grad.add(param, alpha: wd);
-        squareAvg.mul_(a).addcmul_(grad, grad, value: oneMinusA);
+        if (weightDecay != 0) grad = grad.add(param, alpha: c.Wd);
+        squareAvg.mul_(a.Keep).addcmul_(grad, grad, value: a.Rest);
         Tensor avg;
         if (centered)
         {
@@ -115,10 +135,10 @@ internal static class PerTensor
         {
             avg = squareAvg.sqrt();
         }
-        avg = avg.add_(e, one);
+        avg = avg.add_(c.Eps, c.One);
         if (momentum > 0)
         {
-            momentumBuffer!.mul_(m).addcdiv_(grad, avg, value: one);
+            momentumBuffer!.mul_(m).addcdiv_(grad, avg, value: c.One);
             param.add_(momentumBuffer, alpha: negLr);
         }
         else
@@ -131,15 +151,13 @@ internal static class PerTensor
     internal static void Adamax(Tensor param, Tensor grad, Tensor expAvg, Tensor expInf, long step,
         double lr, double beta1, double beta2, double eps, double weightDecay)
     {
-        using var wd = weightDecay.ToScalar();
+        using var c = new Common(weightDecay, eps);
         using var b2 = beta2.ToScalar();
-        using var e = eps.ToScalar();
-        using var one = 1.ToScalar();
         using var negClr = (-(lr / (1 - Math.Pow(beta1, step)))).ToScalar();
-        if (weightDecay != 0) grad = grad.add(param, alpha: wd);
+        if (weightDecay != 0) grad = grad.add(param, alpha: c.Wd);
         expAvg.lerp_(grad, Weight(1 - beta1, expAvg));
         expInf.mul_(b2);
-        expInf.copy_(torch.maximum(expInf, grad.abs().add_(e, one)));
+        expInf.copy_(torch.maximum(expInf, grad.abs().add_(c.Eps, c.One)));
         param.addcdiv_(expAvg, expInf, value: negClr);
     }
 
@@ -151,22 +169,19 @@ internal static class PerTensor
     internal static void NAdam(Tensor param, Tensor grad, Tensor expAvg, Tensor expAvgSq, ref double muProduct, long step,
         double lr, double beta1, double beta2, double eps, double weightDecay, double momentumDecay)
     {
-        using var wd = weightDecay.ToScalar();
-        using var b2 = beta2.ToScalar();
-        using var oneMinusB2 = (1 - beta2).ToScalar();
-        using var e = eps.ToScalar();
-        using var one = 1.ToScalar();
+        using var c = new Common(weightDecay, eps);
+        using var b2 = new Decay(beta2);
         var biasCorrection2 = 1 - Math.Pow(beta2, step);
         using var bc2 = biasCorrection2.ToScalar();
-        if (weightDecay != 0) grad = grad.add(param, alpha: wd);
+        if (weightDecay != 0) grad = grad.add(param, alpha: c.Wd);
         var mu = beta1 * (1.0 - 0.5 * Math.Pow(0.96, step * momentumDecay));
         var muNext = beta1 * (1.0 - 0.5 * Math.Pow(0.96, (step + 1) * momentumDecay));
         muProduct = (float)((float)muProduct * (float)mu);
         expAvg.lerp_(grad, Weight(1 - beta1, expAvg));
-        expAvgSq.mul_(b2).addcmul_(grad, grad, value: oneMinusB2);
+        expAvgSq.mul_(b2.Keep).addcmul_(grad, grad, value: b2.Rest);
         var denom = expAvgSq.div(bc2).sqrt();
         var muProductNext = muProduct * muNext;
-        denom.add_(e, one);
+        denom.add_(c.Eps, c.One);
         using var gradWeight = (-lr * (1.0 - mu) / (1.0 - muProduct)).ToScalar();
         using var expAvgWeight = (-lr * muNext / (1.0 - muProductNext)).ToScalar();
         param.addcdiv_(grad, denom, value: gradWeight);
@@ -177,16 +192,13 @@ internal static class PerTensor
     internal static void RAdam(Tensor param, Tensor grad, Tensor expAvg, Tensor expAvgSq, long step,
         double lr, double beta1, double beta2, double eps, double weightDecay)
     {
-        using var wd = weightDecay.ToScalar();
-        using var b2 = beta2.ToScalar();
-        using var oneMinusB2 = (1 - beta2).ToScalar();
-        using var e = eps.ToScalar();
-        using var one = 1.ToScalar();
+        using var c = new Common(weightDecay, eps);
+        using var b2 = new Decay(beta2);
         using var l = lr.ToScalar();
         using var minusOne = (-1.0).ToScalar();
-        if (weightDecay != 0) grad = grad.add(param, alpha: wd);
+        if (weightDecay != 0) grad = grad.add(param, alpha: c.Wd);
         expAvg.lerp_(grad, Weight(1 - beta1, expAvg));
-        expAvgSq.mul_(b2).addcmul_(grad, grad, value: oneMinusB2);
+        expAvgSq.mul_(b2.Keep).addcmul_(grad, grad, value: b2.Rest);
         var biasCorrection1 = 1 - Math.Pow(beta1, step);
         var biasCorrection2 = 1 - Math.Pow(beta2, step);
         using var bc1 = biasCorrection1.ToScalar();
@@ -197,7 +209,7 @@ internal static class PerTensor
         {
             using var rect = Math.Sqrt((rhoT - 4) * (rhoT - 2) * rhoInf / ((rhoInf - 4) * (rhoInf - 2) * rhoT)).ToScalar();
             using var bc2Sqrt = Math.Sqrt(biasCorrection2).ToScalar();
-            var adaptiveLr = bc2Sqrt / expAvgSq.sqrt().add_(e, one);
+            var adaptiveLr = bc2Sqrt / expAvgSq.sqrt().add_(c.Eps, c.One);
             param.add_(biasCorrectedExpAvg * l * adaptiveLr * rect, alpha: minusOne);
         }
         else
@@ -210,19 +222,16 @@ internal static class PerTensor
     internal static void Adadelta(Tensor param, Tensor grad, Tensor squareAvg, Tensor accDelta,
         double lr, double rho, double eps, double weightDecay, bool maximize)
     {
-        using var wd = weightDecay.ToScalar();
-        using var r = rho.ToScalar();
-        using var oneMinusR = (1 - rho).ToScalar();
-        using var e = eps.ToScalar();
-        using var one = 1.ToScalar();
+        using var c = new Common(weightDecay, eps);
+        using var r = new Decay(rho);
         using var negLr = (-lr).ToScalar();
         if (maximize) grad = grad.neg();
-        if (weightDecay != 0) grad = grad.add(param, alpha: wd);
-        squareAvg.mul_(r).addcmul_(grad, grad, value: oneMinusR);
-        var std = squareAvg.add(e, one).sqrt_();
-        var delta = accDelta.add(e, one).sqrt_();
+        if (weightDecay != 0) grad = grad.add(param, alpha: c.Wd);
+        squareAvg.mul_(r.Keep).addcmul_(grad, grad, value: r.Rest);
+        var std = squareAvg.add(c.Eps, c.One).sqrt_();
+        var delta = accDelta.add(c.Eps, c.One).sqrt_();
         delta.div_(std).mul_(grad);
-        accDelta.mul_(r).addcmul_(delta, delta, value: oneMinusR);
+        accDelta.mul_(r.Keep).addcmul_(delta, delta, value: r.Rest);
         param.add_(delta, alpha: negLr);
     }
 
