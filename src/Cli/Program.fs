@@ -198,12 +198,11 @@ let private train (a: ParseResults<TrainArgs>) (factory: ILoggerFactory) : int =
             if not stop then
                 e.Cancel <- true
                 requestStop "Ctrl-C (again to abort without a checkpoint)")
-    // mpirun forwards SIGUSR1 to every rank; on Ctrl-C it sends SIGTERM, then SIGKILL a second later
-    // (--mca odls_base_sigkill_timeout N gives the ranks N seconds to finish the step and checkpoint).
+    // mpirun forwards SIGUSR1 to every rank (a rank that gets it alone stops the others too); Ctrl-C
+    // on mpirun terminates the ranks (SIGTERM, SIGKILL a second later), which is left as it is.
     let signals =
         if group.IsSome then
-            [ Runtime.InteropServices.PosixSignalRegistration.Create(enum<Runtime.InteropServices.PosixSignal> 10, fun c -> c.Cancel <- true; requestStop "SIGUSR1")
-              Runtime.InteropServices.PosixSignalRegistration.Create(Runtime.InteropServices.PosixSignal.SIGTERM, fun c -> c.Cancel <- true; requestStop "SIGTERM") ]
+            [ Runtime.InteropServices.PosixSignalRegistration.Create(enum<Runtime.InteropServices.PosixSignal> 10, fun c -> c.Cancel <- true; requestStop "SIGUSR1") ]
         else []
     use _signals = { new IDisposable with member _.Dispose() = for s in signals do s.Dispose() }
     // Several ranks: rank 0 prints plain lines (mpirun gives every rank a pseudo-terminal, but its

@@ -251,7 +251,7 @@ let run (options: Options) (group: IProcessGroup option) (loggerFactory: ILogger
     | _ -> ()
     let totalIters = setup.Epochs * setup.EpochLength
     let stopAt = match options.MaxIters with Some m -> min m totalIters | None -> totalIters
-    if lead then Directory.CreateDirectory options.Out |> ignore
+    agreed group "creating the output folder (--out)" (fun () -> if lead then Directory.CreateDirectory options.Out |> ignore)
 
     // Where to start: a resumed checkpoint's epoch and iteration, or the beginning.
     let startIter, checkpointSource =

@@ -30,17 +30,20 @@ type Run =
 
 let private tag = Regex(@"^\[\d+,(\d+)\]<(stdout|stderr)>:(.*)$")
 
-/// `mpirun -np 2 ... dotnet Optim.Cli.dll args` (or, with `ranks = 0`, `dotnet Optim.Cli.dll args`
-/// alone) in the repository root; `onLine` sees every line as it comes (and the mpirun process);
-/// killed with its whole process tree after `limit`.
-let launch (ranks: int) (env: (string * string) list) (args: string list) (onLine: Process -> int * string * string -> unit) (limit: TimeSpan) : Run =
+/// `mpirun <mpirunOptions> ... dotnet Optim.Cli.dll args` (loopback only, oversubscribed, root
+/// allowed), or with None `dotnet Optim.Cli.dll args` alone, in the repository root; `onLine` sees
+/// every line as it comes (and the process started); killed with its whole process tree after `limit`.
+let launch (mpirunOptions: string list option) (env: (string * string) list) (args: string list) (onLine: Process -> int * string * string -> unit) (limit: TimeSpan) : Run =
+    let ranks = match mpirunOptions with None -> 0 | Some _ -> 2
     let file, prefix =
-        if ranks = 0 then "dotnet", [ cliDll ]
-        else
+        match mpirunOptions with
+        | None -> "dotnet", [ cliDll ]
+        | Some options ->
             "mpirun",
-            [ "-np"; string ranks; "--oversubscribe"; "--allow-run-as-root"; "--tag-output"
-              "--mca"; "btl"; "self,tcp"; "--mca"; "btl_tcp_if_include"; "lo"; "--mca"; "oob_tcp_if_include"; "lo"
-              "dotnet"; cliDll ]
+            options
+            @ [ "--oversubscribe"; "--allow-run-as-root"; "--tag-output"; "--mca"; "btl"; "self,tcp"; "--mca"; "oob_tcp_if_include"; "lo" ]
+            @ (if List.contains "btl_tcp_if_include" options then [] else [ "--mca"; "btl_tcp_if_include"; "lo" ])
+            @ [ "dotnet"; cliDll ]
     let psi = ProcessStartInfo(file, RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false, WorkingDirectory = repoRoot)
     for a in prefix @ args do psi.ArgumentList.Add a
     psi.Environment["OMPI_ALLOW_RUN_AS_ROOT"] <- "1"
@@ -77,12 +80,47 @@ let launch (ranks: int) (env: (string * string) list) (args: string list) (onLin
 let private minutes (m: float) = TimeSpan.FromMinutes m
 let private noLines = fun (_: Process) (_: int * string * string) -> ()
 
-/// The small run every 2-rank test uses: 256 training images, batch 64 (4 iterations per epoch),
-/// 2 epochs, accumulation 2 and clipping from configs/fashion_mnist.json.
+/// The README's two `optim train --distributed` commands: (mpirun's options, the CLI's arguments).
+let private readmeCommands =
+    lazy
+        (let lines = File.ReadAllLines(Path.Combine(repoRoot, "README.md"))
+         let one = lines |> Array.find (fun l -> l.StartsWith "mpirun -np 2 --bind-to none dotnet src/Cli/")
+         let hostfileAt = lines |> Array.findIndex (fun l -> l.StartsWith "mpirun -np 2 --hostfile hosts ")
+         let split (mpirun: string) (rest: string) =
+             let words (t: string) = t.Split(' ', StringSplitOptions.RemoveEmptyEntries) |> List.ofArray
+             let m, dll = (words mpirun) |> List.tail, rest.Substring(0, rest.IndexOf " ")
+             m, dll, words (rest.Substring(rest.IndexOf " "))
+         let at (l: string) = l.IndexOf " dotnet "
+         let m1, dll1, args1 = split (one.Substring(0, at one)) (one.Substring(at one + 8))
+         let two = lines.[hostfileAt].TrimEnd('\\').TrimEnd() + " " + lines.[hostfileAt + 1].Trim()
+         let m2, dll2, args2 = split (two.Substring(0, at two)) (two.Substring(at two + 8))
+         Expect.equal args2 args1 "the README's two-machine command runs the same optim arguments"
+         Expect.stringEnds dll1 "Optim.Cli.dll" "the README runs the built CLI"
+         if cliDll.Contains "/Debug/" then Expect.equal (Path.GetFullPath(Path.Combine(repoRoot, dll1))) cliDll "the README's path is the built CLI's"
+         Expect.stringEnds dll2 ("/" + dll1) "the same build on the other machines"
+         (m1, args1), (m2, args2))
+
+/// The small run every 2-rank test uses, as the README shows it: 256 training images, batch 64 (4
+/// iterations per epoch), 2 epochs, accumulation 2 and clipping from configs/fashion_mnist.json; with
+/// `--out` in a temporary folder, one thread per rank, the logs that show each rank's checksum, a line
+/// per iteration and a 120 s bound on every collective.
 let private trainLimit, epochs = 256, 2
 let private small (out: string) =
-    [ "train"; "--distributed"; "--embedded"; "--threads"; "1"; "--train-limit"; string trainLimit; "--epochs"; string epochs
-      "--out"; out; "--log-level"; "information"; "--log-every"; "1"; "--dist-timeout"; "120" ]
+    let (_, args), _ = readmeCommands.Force()
+    Expect.containsAll args [ "--train-limit"; string trainLimit; "--epochs"; string epochs; "--embedded"; "--distributed" ] "the README's quick run"
+    (args |> List.map (fun a -> if a = "runs/ddp" then out else a))
+    @ [ "--threads"; "1"; "--log-level"; "information"; "--log-every"; "1"; "--dist-timeout"; "120" ]
+
+/// mpirun's options of the README's one-machine command.
+let private onOneMachine () = Some(fst (fst (readmeCommands.Force())))
+
+/// mpirun's options of the README's two-machine command, with a hostfile naming this machine twice
+/// and the loopback interface for eth0.
+let private withHostfile () =
+    let hosts = Path.Combine(tempDir "dist-hosts", "hosts")
+    File.WriteAllText(hosts, "localhost slots=2\n")
+    let options = fst (snd (readmeCommands.Force()))
+    Some(options |> List.map (function "hosts" -> hosts | "eth0" -> "lo" | o -> o))
 
 let private expectDone (what: string) (r: Run) =
     if r.TimedOut || r.ExitCode <> 0 then failtestf "%s: exit code %d (timed out %b, %.1f s)\n%s" what r.ExitCode r.TimedOut r.Elapsed.TotalSeconds r.Text
@@ -177,9 +215,25 @@ let private reference (iters: int) =
 let private full =
     lazy
         (let out = tempDir "dist-full"
-         let r = launch 2 [] (small out) noLines (minutes 4.0)
+         let r = launch (onOneMachine ()) [] (small out) noLines (minutes 4.0)
          expectDone "mpirun -np 2 optim train --distributed" r
          out, r)
+
+/// The process id of `rank` among mpirun's children (its environment's OMPI_COMM_WORLD_RANK).
+let private rankProcess (mpirun: int) (rank: int) : int =
+    let children =
+        [ for d in Directory.GetDirectories "/proc" do
+            match Int32.TryParse(Path.GetFileName d) with
+            | true, pid ->
+                try
+                    let stat = File.ReadAllText(sprintf "/proc/%d/stat" pid)
+                    let parent = int (stat.Substring(stat.LastIndexOf ')' + 2).Split(' ').[1])
+                    if parent = mpirun then yield pid, File.ReadAllText(sprintf "/proc/%d/environ" pid).Split('\000')
+                with _ -> ()
+            | _ -> () ]
+    match children |> List.tryFind (fun (_, env) -> Array.contains (sprintf "OMPI_COMM_WORLD_RANK=%d" rank) env) with
+    | Some(pid, _) -> pid
+    | None -> failtestf "no child of mpirun (%d) is rank %d" mpirun rank
 
 let private checkpointIter (path: string) = (snd (loadCheckpoint path)).["iter"].GetValue<int>()
 
@@ -218,6 +272,11 @@ let tests =
             let rank0 = r.Stdout 0
             Expect.equal (rank0 |> List.filter (fun l -> l.StartsWith "epoch 1/2 iter ")).Length 4 "rank 0 prints every iteration of epoch 1 once"
             Expect.isTrue (rank0 |> List.exists (fun l -> l.Contains "data parallel: 2 ranks, 32 images of each batch per rank")) "says how the batch is split"
+            // build_optim_wrapper saw the CNN's own names through DistributedDataParallel.
+            for rank in 0 .. 1 do
+                let paramwise = r.Of rank |> List.filter (fun l -> l.Contains "paramwise_options -- ")
+                Expect.contains paramwise "info: DefaultOptimWrapperConstructor[0] paramwise_options -- head.weight:lr=0.025" $"rank {rank}: the head's custom key"
+                Expect.isFalse (paramwise |> List.exists (fun l -> l.Contains "module.")) $"rank {rank}: no module. prefix"
             // Both ranks: the same final parameters, which are the checkpoint's.
             let sums = checksums r
             Expect.equal (List.map fst sums) [ 0; 1 ] $"both ranks log their checksum:\n{r.Text}"
@@ -254,7 +313,8 @@ let tests =
             let _, stateA, optimA = checkpointState (Path.Combine(a, "last.ckpt")) trainLimit epochs
             // From epoch_1.ckpt (iteration 4, just after an update) into a new folder.
             let c = tempDir "dist-resume-epoch"
-            let r = launch 2 [] (small c @ [ "--resume"; Path.Combine(a, "epoch_1.ckpt") ]) noLines (minutes 4.0)
+            // With a hostfile, as on two machines (the README's second command).
+            let r = launch (withHostfile ()) [] (small c @ [ "--resume"; Path.Combine(a, "epoch_1.ckpt") ]) noLines (minutes 4.0)
             expectDone "resume from epoch_1.ckpt" r
             Expect.isTrue (r.Stdout 0 |> List.exists (fun l -> l.StartsWith(sprintf "resumed from %s at iteration 4" (Path.Combine(a, "epoch_1.ckpt"))))) "resumed at 4"
             let iterC, stateC, optimC = checkpointState (Path.Combine(c, "last.ckpt")) trainLimit epochs
@@ -264,10 +324,10 @@ let tests =
             Expect.equal (File.ReadAllLines(Path.Combine(c, "metrics.csv")).[1..]) (File.ReadAllLines(Path.Combine(a, "metrics.csv")).[5..]) "the same rows for iterations 4-7"
             // Stopped by --max-iters 3: each rank holds half an accumulation of its own gradients.
             let b = tempDir "dist-resume-mid"
-            let r = launch 2 [] (small b @ [ "--max-iters"; "3" ]) noLines (minutes 4.0)
+            let r = launch (onOneMachine ()) [] (small b @ [ "--max-iters"; "3" ]) noLines (minutes 4.0)
             expectDone "stop at 3" r
             Expect.equal (checkpointIter (Path.Combine(b, "last.ckpt"))) 3 "last.ckpt at 3"
-            let r = launch 2 [] (small b @ [ "--resume"; Path.Combine(b, "last.ckpt") ]) noLines (minutes 4.0)
+            let r = launch (onOneMachine ()) [] (small b @ [ "--resume"; Path.Combine(b, "last.ckpt") ]) noLines (minutes 4.0)
             expectDone "resume from 3" r
             let resumed, _ = loadCheckpoint (Path.Combine(b, "last.ckpt"))
             let uninterrupted, _ = loadCheckpoint (Path.Combine(a, "last.ckpt"))
@@ -278,21 +338,21 @@ let tests =
             for ra, rb in List.zip rowsA rowsB do
                 Expect.isTrue (near (float rb.["loss"]) (float ra.["loss"])) (sprintf "iteration %s: loss %s vs %s" ra.["iter"] rb.["loss"] ra.["loss"])
         }
-        test "SIGUSR1 to mpirun: both ranks stop after the same step, rank 0 writes last.ckpt, exit 130, no hang" {
+        test "SIGUSR1 to rank 1 alone: both ranks stop after the same step, rank 0 writes last.ckpt, exit 130, no hang" {
             let out = tempDir "dist-stop"
             let args = [ "train"; "--distributed"; "--embedded"; "--threads"; "1"; "--epochs"; "2"; "--out"; out; "--log-level"; "information"; "--log-every"; "1"; "--dist-timeout"; "120" ]
             let signalled = ref false
             let onLine (p: Process) (rank: int, _: string, l: string) =
                 if rank = 0 && l.StartsWith "epoch 1/2 iter 3/" && not signalled.Value then
                     signalled.Value <- true
-                    use kill = Process.Start("kill", [ "-USR1"; string p.Id ])
+                    use kill = Process.Start("kill", [ "-USR1"; string (rankProcess p.Id 1) ])
                     kill.WaitForExit()
-            let r = launch 2 [] args onLine (minutes 4.0)
+            let r = launch (onOneMachine ()) [] args onLine (minutes 4.0)
             Expect.isTrue signalled.Value $"the run got to iteration 3:\n{r.Text}"
             Expect.isFalse r.TimedOut "ended by itself"
             Expect.equal r.ExitCode 130 $"exit code 130 (interrupted):\n{r.Text}"
-            for rank in 0 .. 1 do
-                Expect.isTrue (r.Of rank |> List.exists (fun l -> l.Contains "SIGUSR1: stopping after this step")) $"rank {rank} got the signal"
+            Expect.isTrue (r.Of 1 |> List.exists (fun l -> l.Contains "rank 1/2: SIGUSR1: stopping after this step")) $"rank 1 got the signal:\n{r.Text}"
+            Expect.isFalse (r.Of 0 |> List.exists (fun l -> l.Contains "SIGUSR1")) "rank 0 did not"
             let stopped = (readSummary out).["iterations"].GetValue<int>()
             Expect.isTrue (stopped >= 3 && stopped < 280) $"stopped early ({stopped})"
             Expect.equal (checkpointIter (Path.Combine(out, "last.ckpt"))) stopped "last.ckpt at the iteration it stopped"
@@ -304,16 +364,41 @@ let tests =
         test "--distributed without mpirun is a job of one rank, identical to a plain run; without an MPI library it exits 2 naming it" {
             let single, plain = tempDir "dist-single", tempDir "dist-plain"
             let common = [ "--embedded"; "--threads"; "1"; "--train-limit"; string trainLimit; "--epochs"; string epochs; "--max-iters"; "3" ]
-            expectDone "--distributed, no mpirun" (launch 0 [] ([ "train"; "--distributed"; "--out"; single ] @ common) noLines (minutes 3.0))
-            expectDone "plain" (launch 0 [] ([ "train"; "--out"; plain ] @ common) noLines (minutes 3.0))
+            // Open MPI named by OPTIM_MPI_LIBRARY (the system's own, by its full path).
+            let library =
+                [ "/usr/lib/x86_64-linux-gnu/libmpi.so.40"; "/usr/lib/aarch64-linux-gnu/libmpi.so.40"; "/usr/lib64/openmpi/lib/libmpi.so.40" ]
+                |> List.tryFind File.Exists
+                |> Option.defaultWith (fun () -> failtest "libmpi.so.40 not found where Debian/Ubuntu/Fedora install it")
+            expectDone "--distributed, no mpirun" (launch None [ "OPTIM_MPI_LIBRARY", library ] ([ "train"; "--distributed"; "--out"; single ] @ common) noLines (minutes 3.0))
+            expectDone "plain" (launch None [] ([ "train"; "--out"; plain ] @ common) noLines (minutes 3.0))
             Expect.equal (File.ReadAllLines(Path.Combine(single, "metrics.csv"))) (File.ReadAllLines(Path.Combine(plain, "metrics.csv"))) "the same metrics"
             let _, s1, o1 = checkpointState (Path.Combine(single, "last.ckpt")) trainLimit epochs
             let _, s2, o2 = checkpointState (Path.Combine(plain, "last.ckpt")) trainLimit epochs
             Expect.isTrue (s1 = s2) "bit-identical parameters and buffers"
             Expect.equal o1 o2 "identical optimizer state"
             Expect.equal ((readSummary single).["world_size"].GetValue<int>()) 1 "one rank"
-            let r = launch 0 [ "OPTIM_MPI_LIBRARY", "/nonexistent/libmpi.so.40" ] [ "train"; "--distributed"; "--embedded"; "--out"; tempDir "dist-nompi" ] noLines (minutes 2.0)
+            let r = launch None [ "OPTIM_MPI_LIBRARY", "/nonexistent/libmpi.so.40" ] [ "train"; "--distributed"; "--embedded"; "--out"; tempDir "dist-nompi" ] noLines (minutes 2.0)
             Expect.equal r.ExitCode 2 $"exit 2:\n{r.Text}"
             Expect.isTrue (r.Lines |> List.exists (fun (_, s, l) -> s = "stderr" && l.StartsWith "error: --distributed: the MPI library /nonexistent/libmpi.so.40 named by OPTIM_MPI_LIBRARY could not be loaded")) $"names the library:\n{r.Text}"
+        }
+        test "rank 0 fails before training (--out is a file): every rank stops with an error naming rank 0, exit 1, no abort" {
+            let file = Path.Combine(tempDir "dist-outfile", "a-file")
+            File.WriteAllText(file, "not a folder")
+            let r = launch (onOneMachine ()) [] (small file) noLines (minutes 3.0)
+            Expect.isFalse r.TimedOut "ended by itself"
+            Expect.equal r.ExitCode 1 $"exit 1:\n{r.Text}"
+            Expect.isTrue (r.Of 0 |> List.exists (fun l -> l.StartsWith "rank 0/2: error: " && l.Contains file)) $"rank 0 names the path:\n{r.Text}"
+            Expect.isTrue (r.Of 1 |> List.exists (fun l -> l.StartsWith "rank 1/2: error: rank 0 of 2 failed while creating the output folder (--out)")) $"rank 1 names rank 0:\n{r.Text}"
+            Expect.isFalse (r.Text.Contains "MPI_ABORT") "a clean stop, not an abort"
+        }
+        test "rank 0 fails once training has begun (metrics.csv cannot be written): the job is aborted with its error, no hang" {
+            let out = tempDir "dist-abort"
+            Directory.CreateDirectory(Path.Combine(out, "metrics.csv")) |> ignore
+            let r = launch (onOneMachine ()) [] (small out) noLines (minutes 3.0)
+            Expect.isFalse r.TimedOut "ended by itself"
+            Expect.notEqual r.ExitCode 0 $"failed:\n{r.Text}"
+            Expect.isTrue (r.Of 0 |> List.exists (fun l -> l.StartsWith "rank 0/2: error: " && l.Contains "metrics.csv" && l.EndsWith "; aborting the MPI job")) $"rank 0 says why:\n{r.Text}"
+            Expect.stringContains r.Text "MPI_ABORT was invoked on rank 0" "mpirun reports the abort"
+            Expect.isFalse (File.Exists(Path.Combine(out, "last.ckpt"))) "no checkpoint"
         }
     ]
