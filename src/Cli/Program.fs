@@ -48,7 +48,7 @@ type TrainArgs =
             | Seed _ -> "random seed (overrides randomness.seed)"
             | Log_Every _ -> "plain output (not a terminal): one line every N iterations (default 50)"
             | Threads _ -> "libtorch intra-op threads (default 1: this small CNN gains little from more, and loses badly on a busy machine)"
-            | Distributed -> "data parallel over MPI, one rank per process: mpirun -np N optim train --distributed ... Each rank trains on every N-th image of each global batch (the batch size, a multiple of N, and the schedules stay the config's), gradients are averaged across ranks; rank 0 writes --out and prints plain lines, the others stay quiet; without mpirun it is a job of one rank. SIGUSR1 to mpirun (forwarded to every rank) stops all ranks after the same step with a checkpoint"
+            | Distributed -> "data parallel over MPI, one rank per process: mpirun -np N optim train --distributed ... Each rank trains on every N-th image of each global batch (the batch size, a multiple of N, and the schedules stay the config's), gradients are averaged across ranks; rank 0 writes --out and prints plain lines, the others stay quiet; without mpirun it is a job of one rank. SIGUSR1 to any rank (mpirun forwards it to every rank) stops all ranks after the same step, with a checkpoint"
             | Dist_Timeout _ -> "with --distributed: seconds a collective may wait for the other ranks before this rank gives up and aborts the job (default 1800, PyTorch's)"
 
 type InspectArgs =
