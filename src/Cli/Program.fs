@@ -252,7 +252,7 @@ let private inspect (a: ParseResults<InspectArgs>) : int =
     | Csv -> fail [ { Path = "--format"; Message = "inspect prints table or json" } ]
     0
 
-let private schedule (a: ParseResults<ScheduleArgs>) : int =
+let private schedule (a: ParseResults<ScheduleArgs>) (factory: ILoggerFactory) : int =
     let path = a.GetResult ScheduleArgs.Config
     let optimWrapper, scheduler = RunConfig.loadOptimWrapper path |> ok
     let iters = (positive "--iters" (Some(a.GetResult Iters))).Value
@@ -265,7 +265,7 @@ let private schedule (a: ParseResults<ScheduleArgs>) : int =
             | Ok cfg -> (10000 - FashionMnist.embeddedValidation) / cfg.BatchSize
             | Error _ -> 1
     let model = Inspect.model (Inspect.Named(a.GetResult(ScheduleArgs.Model, defaultValue = "fashion_cnn"))) |> ok
-    let points = Schedule.simulate model optimWrapper scheduler iters epochLength |> ok
+    let points = Schedule.simulate factory model optimWrapper scheduler iters epochLength |> ok
     a.TryGetResult Plot |> Option.iter (fun png -> Schedule.plot png points)
     let every = defaultArg (positive "--every" (a.TryGetResult Every)) 1
     let points = points |> List.filter (fun p -> p.Iter % every = 0)
@@ -298,12 +298,11 @@ let main argv =
         // (mpirun's ranks write to a pseudo-terminal whose width is not the user's either).
         if Console.IsOutputRedirected || not (isNull (Environment.GetEnvironmentVariable "OMPI_COMM_WORLD_RANK")) then AnsiConsole.Profile.Width <- 120
         use factory = loggerFactory (parsed.GetResult(Log_Level, defaultValue = Level.Warning))
-        // The library's loggers come from this run's factory.
-        OptimLogging.LoggerFactory <- factory
+        // The library logs through this run's factory, handed to what each command builds (no global).
         match parsed.TryGetSubCommand() with
         | Some(Train a) -> train a factory
         | Some(Inspect a) -> inspect a
-        | Some(Schedule a) -> schedule a
+        | Some(Schedule a) -> schedule a factory
         | _ ->
             Console.Error.WriteLine(parser.PrintUsage(message = "a command is needed: train, inspect or schedule"))
             2

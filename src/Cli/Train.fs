@@ -119,7 +119,8 @@ let private problemsOfConfigException (e: OptimConfigException) =
 /// group (every rank calls this), the model is wrapped in DistributedDataParallel (rank 0's initial
 /// weights on every rank), the optimizer wrapper is built from the wrapper (so paramwise rules see
 /// the CNN's own names) and each rank's batches are its `shard` of the global ones.
-let buildIn (group: IProcessGroup option) (options: Options) (data: FashionMnist.DataSet) : Setup =
+/// The library logs (paramwise lines, warnings) through `loggerFactory`.
+let buildIn (group: IProcessGroup option) (loggerFactory: ILoggerFactory) (options: Options) (data: FashionMnist.DataSet) : Setup =
     let cfg = options.Config
     let seed = defaultArg options.Seed cfg.Seed
     let epochs = defaultArg options.Epochs cfg.MaxEpochs
@@ -146,7 +147,7 @@ let buildIn (group: IProcessGroup option) (options: Options) (data: FashionMnist
         | None -> inner
     agreed group "building the optimizer wrapper and schedulers from the config" (fun () ->
         let wrapper =
-            try Builder.build_optim_wrapper (model, cfg.OptimWrapper)
+            try Builder.build_optim_wrapper (model, cfg.OptimWrapper, loggerFactory)
             with
             | :? OptimConfigException as e -> raise (UsageError(problemsOfConfigException e))
             | :? ArgumentException as e -> raise (UsageError [ { Path = "optim_wrapper"; Message = e.Message } ])
@@ -168,7 +169,7 @@ let buildIn (group: IProcessGroup option) (options: Options) (data: FashionMnist
           Group = group; Rank = rank; WorldSize = world })
 
 /// `buildIn` for one process.
-let build (options: Options) (data: FashionMnist.DataSet) : Setup = buildIn None options data
+let build (options: Options) (data: FashionMnist.DataSet) : Setup = buildIn None OptimLogging.LoggerFactory options data
 
 /// The SHA-256 of a model's parameters (unwrapped, in `named_parameters` order, as float32 bytes), in hex.
 let parameterChecksum (model: torch.nn.Module) : string =
@@ -239,7 +240,7 @@ let run (options: Options) (group: IProcessGroup option) (loggerFactory: ILogger
             match FashionMnist.load options.Data with
             | Ok d -> d
             | Error e -> raise (UsageError [ { Path = "--data"; Message = e.Message } ]))
-    let setup = buildIn group options data
+    let setup = buildIn group loggerFactory options data
     let model, wrapper = setup.Model, setup.Wrapper
     let lead = setup.Rank = 0
     match wrapper with

@@ -259,7 +259,7 @@ let tests =
                     member _.all_gather(values) = Array.concat [ values; Array.zeroCreate (2 * values.Length) ]
                     member _.barrier() = ()
                     member _.Dispose() = () }
-            match (try Choice1Of2(Train.buildIn (Some group) (options "") embedded.Value) with e -> Choice2Of2 e) with
+            match (try Choice1Of2(Train.buildIn (Some group) OptimLogging.LoggerFactory (options "") embedded.Value) with e -> Choice2Of2 e) with
             | Choice2Of2(Train.UsageError [ p ]) ->
                 Expect.equal p.Path "train_dataloader.batch_size" "path"
                 Expect.stringContains p.Message "batch size 64 does not split evenly over 3 ranks" "message"
