@@ -9,7 +9,8 @@ namespace Optim.Torch;
 // the rest: PyTorch's step frame, the found-inf skip, the walk over groups or cached buckets, gathering
 // parameters, gradients and states for the kernel, the per-tensor fallback, writing step counters back.
 // Rules are structs and the loops generic over them, so the JIT specialises each loop per optimizer:
-// no virtual call or delegate per tensor.
+// no virtual call per tensor for the rule (the state lookup by handle is a delegate, as TorchSharp keeps
+// the states in a protected dictionary).
 
 /// <summary>An optimizer's per-tensor update (PyTorch's <c>_single_tensor_*</c> rule) and how it reads a group.</summary>
 /// <typeparam name="TState">TorchSharp's per-parameter state type.</typeparam>
@@ -50,7 +51,10 @@ internal interface IFusedRule<TState, THyper> : IRule<TState, THyper> where TSta
     /// </summary>
     void Launch(IntPtr[][] lists, int count, long batch, in THyper h, double lr, FusedNative.Scaling scaling);
 
-    /// <summary>Writes back what the call did to the parameter's state (the step counter).</summary>
+    /// <summary>
+    /// Writes back what the call does to the parameter's state (the step counter); called as the parameter is
+    /// gathered, before the call (the kernels read the step tensors, not this counter).
+    /// </summary>
     void Advance(TState st, long batch);
 }
 
