@@ -4,6 +4,8 @@ using BenchmarkDotNet.Running;
 if (args.Length > 0 && args[0] == "--ddp") return Optim.Bench.DataParallelBench.Run(args);
 // Optimizer steps timed with thread CPU time, for a quick look while developing (see QuickSteps).
 if (args.Length > 0 && args[0] == "--quick-steps") { Optim.Bench.QuickSteps.Run(args); return 0; }
+// build_optim_wrapper CPU time and allocated bytes, with the core's phases (see ConstructionCost).
+if (args.Length > 0 && args[0] == "--construction-cost") { Optim.Bench.ConstructionCost.Run(args); return 0; }
 
 // dotnet run -c Release --project bench -- --filter '*' --job short
 // dotnet run -c Release --project bench -- memory 1000 bfloat16 library     (resident memory over a run; see MemoryRun)
