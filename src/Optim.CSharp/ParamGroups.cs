@@ -48,6 +48,13 @@ public sealed class PlainParamGroup : IParamGroup
     /// <inheritdoc />
     public IReadOnlyList<Parameter> Params { get; }
 
+    /// <summary>The entries in order, read in place (building one optimizer group per parameter reads them several times).</summary>
+    internal IEnumerable<KeyValuePair<string, object?>> Entries => _values;
+
+    /// <summary>The entries of any group, in <see cref="IParamGroup.Keys"/> order.</summary>
+    internal static IEnumerable<KeyValuePair<string, object?>> EntriesOf(IParamGroup group) =>
+        group is PlainParamGroup plain ? plain.Entries : group.Keys.Select(k => new KeyValuePair<string, object?>(k, group[k]));
+
     /// <inheritdoc />
     public object? this[string key]
     {
