@@ -115,11 +115,12 @@ let unmatchedKeysOf (settings: Paramwise.Settings) (matched: Paramwise.MatchedFa
     match matched.Unmatched(settings.CustomKeys |> List.map fst) with
     | [] -> []
     | unmatched ->
-        let names = matched.Facts |> Seq.map (fun f -> f.MatchTarget) |> Seq.distinct |> Seq.map (fun t -> t.TrimStart '.') |> List.ofSeq
+        let names = matched.Facts |> Seq.map (fun f -> f.MatchTarget) |> Seq.distinct |> Seq.map (fun t -> t.TrimStart '.') |> Array.ofSeq
         let suggest = int64 unmatched.Length * int64 names.Length <= suggestionBudget
+        let candidates = Suggest.candidates (if suggest then names else [||])
         [ for key in unmatched ->
               { Path = ConfigError.key (ConfigError.key root "custom_keys") key
-                Message = sprintf "custom key '%s' matches no parameter name.%s" key (if suggest then Suggest.didYouMean key names else "") } ]
+                Message = "custom key '" + key + "' matches no parameter name." + (if suggest then Suggest.didYouMeanIn candidates key else "") } ]
 
 /// `unmatchedKeysOf` for facts not matched yet.
 let unmatchedCustomKeys (settings: Paramwise.Settings) (facts: Paramwise.ParamFact seq) : ConfigWarning list =

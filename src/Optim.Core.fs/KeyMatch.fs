@@ -133,7 +133,6 @@ type Scan =
 /// the fail links once at the end, deepest states first. The arrays are local to the call.
 let scanTargets (m: Matcher) (targets: struct (string * string) seq) : Scan =
     let visited = Array.zeroCreate<bool> m.Fail.Length
-    visited.[0] <- true
     let rec read (text: string) (i: int) (state: int) (rank: int) =
         if i = text.Length then
             struct (state, rank)
@@ -144,6 +143,8 @@ let scanTargets (m: Matcher) (targets: struct (string * string) seq) : Scan =
     let best =
         targets
         |> Seq.map (fun (struct (prefix, name)) ->
+            // The root (the empty key) is where every target starts; with no target nothing occurs.
+            visited.[0] <- true
             let struct (state, rank) = read prefix 0 0 m.Best.[0]
             let struct (state, rank) = read "." 0 state rank
             let struct (_, rank) = read name 0 state rank
