@@ -34,7 +34,38 @@ public static class ConstructionCost
                     $"{n,6} tensors x {k,5} keys: build {cpu,7:0.0} ms CPU {bytes / 1e6,7:0.0} MB | walk {walkCpu,6:0.0} ms {walkBytes / 1e6,6:0.0} MB"
                     + $" | plan {planCpu,6:0.0} ms {planBytes / 1e6,6:0.0} MB");
                 if (Environment.GetEnvironmentVariable("PHASES") is not null) Phases(model, config, reps);
+                if (Environment.GetEnvironmentVariable("ALLOCATIONS") is not null) Allocations(() => Builder.build_optim_wrapper(model, config));
             }
+        }
+    }
+
+    /// <summary>The runtime's allocation samples (one event per ~100 KB allocated) of one call, by type, largest first.</summary>
+    private static void Allocations(Func<object> action)
+    {
+        Dispose(action());
+        using var listener = new AllocationListener();
+        Dispose(action());
+        listener.Dispose();
+        foreach (var (type, bytes) in listener.ByType.OrderByDescending(kv => kv.Value).Take(25).Select(kv => (kv.Key, kv.Value)))
+            Console.WriteLine($"    {bytes / 1e6,7:0.0} MB  {type}");
+    }
+
+    private sealed class AllocationListener : System.Diagnostics.Tracing.EventListener
+    {
+        public readonly Dictionary<string, long> ByType = new();
+
+        protected override void OnEventSourceCreated(System.Diagnostics.Tracing.EventSource source)
+        {
+            if (source.Name == "Microsoft-Windows-DotNETRuntime")
+                EnableEvents(source, System.Diagnostics.Tracing.EventLevel.Verbose, (System.Diagnostics.Tracing.EventKeywords)0x1);
+        }
+
+        protected override void OnEventWritten(System.Diagnostics.Tracing.EventWrittenEventArgs e)
+        {
+            if (e.EventName is not "GCAllocationTick_V4" || e.Payload is null) return;
+            var type = e.Payload[e.PayloadNames!.IndexOf("TypeName")] as string ?? "?";
+            var amount = Convert.ToInt64(e.Payload[e.PayloadNames!.IndexOf("AllocationAmount64")]);
+            lock (ByType) ByType[type] = ByType.GetValueOrDefault(type) + amount;
         }
     }
 
