@@ -25,15 +25,17 @@ public static class ConstructionCost
             {
                 var config = ManyTensorsModel.Config(k);
                 var (cpu, bytes) = Measure(() => Builder.build_optim_wrapper(model, config), reps);
+                var pause = LastPause;
                 var cfg = Builder.ParseConfig(config);
                 var settings = Config.defaultConstructorSettings(cfg).ResultValue.Item2;
                 var facts = ModuleFacts.Collect(model).Facts;
                 var (walkCpu, walkBytes) = Measure(() => ModuleFacts.Collect(model), reps);
                 var (planCpu, planBytes) = Measure(() => Paramwise.plan(settings, cfg.Optimizer.Value.BaseLr, cfg.Optimizer.Value.BaseWd, Array.Empty<long>(), facts), reps);
                 Console.WriteLine(
-                    $"{n,6} tensors x {k,5} keys: build {cpu,7:0.0} ms CPU {bytes / 1e6,7:0.0} MB | walk {walkCpu,6:0.0} ms {walkBytes / 1e6,6:0.0} MB"
+                    $"{n,6} tensors x {k,5} keys: build {cpu,7:0.0} ms CPU {bytes / 1e6,7:0.0} MB (GC pauses {pause,5:0.0} ms) | walk {walkCpu,6:0.0} ms {walkBytes / 1e6,6:0.0} MB"
                     + $" | plan {planCpu,6:0.0} ms {planBytes / 1e6,6:0.0} MB");
                 if (Environment.GetEnvironmentVariable("PHASES") is not null) Phases(model, config, reps);
+                if (Environment.GetEnvironmentVariable("GCS") is not null) Collections(() => Builder.build_optim_wrapper(model, config));
                 if (Environment.GetEnvironmentVariable("ALLOCATIONS") is not null) Allocations(() => Builder.build_optim_wrapper(model, config));
             }
         }
@@ -48,6 +50,26 @@ public static class ConstructionCost
         listener.Dispose();
         foreach (var (type, bytes) in listener.ByType.OrderByDescending(kv => kv.Value).Take(25).Select(kv => (kv.Key, kv.Value)))
             Console.WriteLine($"    {bytes / 1e6,7:0.0} MB  {type}");
+    }
+
+    /// <summary>Each garbage collection during one call: generation, reason, pause, bytes promoted.</summary>
+    private static void Collections(Func<object> action)
+    {
+        Dispose(action());
+        GC.Collect();
+        GC.WaitForPendingFinalizers();
+        var before = GC.CollectionCount(0);
+        var seen = new List<string>();
+        long lastIndex = GC.GetGCMemoryInfo(GCKind.Any).Index;
+        var result = action();
+        foreach (var kind in new[] { GCKind.Ephemeral, GCKind.FullBlocking, GCKind.Background })
+        {
+            var info = GC.GetGCMemoryInfo(kind);
+            if (info.Index > lastIndex)
+                Console.WriteLine($"    last {kind} GC: gen {info.Generation}, pause {info.PauseDurations[0].TotalMilliseconds:0.0} ms, promoted {info.PromotedBytes / 1e6:0.0} MB, heap {info.HeapSizeBytes / 1e6:0} MB, compacted {info.Compacted}");
+        }
+        Console.WriteLine($"    collections during the call: {GC.CollectionCount(0) - before} (gen1 {GC.CollectionCount(1)}, gen2 {GC.CollectionCount(2)} so far)");
+        Dispose(result);
     }
 
     private sealed class AllocationListener : System.Diagnostics.Tracing.EventListener
@@ -99,26 +121,34 @@ public static class ConstructionCost
     /// <summary>This thread's CPU time in ms (not the JIT's or the GC's background threads').</summary>
     private static double ThreadCpuMs() => clock_gettime(3, out var t) == 0 ? t.Seconds * 1e3 + t.Nanoseconds / 1e6 : double.NaN;
 
+    /// <summary>The median GC pause time within the calls of the last <see cref="Measure"/>.</summary>
+    private static double LastPause;
+
     /// <summary>Median CPU time of this thread (ms) and median bytes allocated on it by <paramref name="action"/>, after warm-ups.</summary>
     private static (double Cpu, double Bytes) Measure(Func<object> action, int reps)
     {
         for (int i = 0; i < 3; i++) Dispose(action());
         var cpu = new List<double>();
         var bytes = new List<double>();
+        var pauses = new List<double>();
         for (int i = 0; i < reps; i++)
         {
             GC.Collect();
             GC.WaitForPendingFinalizers();
             var t0 = ThreadCpuMs();
+            var p0 = GC.GetTotalPauseDuration();
             var b0 = GC.GetAllocatedBytesForCurrentThread();
             var result = action();
             var b1 = GC.GetAllocatedBytesForCurrentThread();
             cpu.Add(ThreadCpuMs() - t0);
+            pauses.Add((GC.GetTotalPauseDuration() - p0).TotalMilliseconds);
             bytes.Add(b1 - b0);
             Dispose(result);
         }
         cpu.Sort();
         bytes.Sort();
+        pauses.Sort();
+        LastPause = pauses[reps / 2];
         return (cpu[reps / 2], bytes[reps / 2]);
     }
 
