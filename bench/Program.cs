@@ -2,6 +2,8 @@ using BenchmarkDotNet.Running;
 
 // Data-parallel measurements: a plain harness under mpirun (see DataParallelBench).
 if (args.Length > 0 && args[0] == "--ddp") return Optim.Bench.DataParallelBench.Run(args);
+// update_params vs the hand-written loop, alternated in one process (see PairedOverhead).
+if (args.Length > 0 && args[0] == "--paired-overhead") { Optim.Bench.PairedOverhead.Run(args); return 0; }
 // Optimizer steps timed with thread CPU time, for a quick look while developing (see QuickSteps).
 if (args.Length > 0 && args[0] == "--quick-steps") { Optim.Bench.QuickSteps.Run(args); return 0; }
 // build_optim_wrapper CPU time and allocated bytes, with the core's phases (see ConstructionCost).

@@ -27,6 +27,11 @@ public class WrapperOverheadBenchmarks
     public void Setup()
     {
         torch.set_num_threads(1);
+        // glibc moves its mmap threshold as large blocks are freed, so a 10 M-parameter step's gradient
+        // buffers come either from fresh mappings (a page fault per page) or from the heap depending on
+        // what ran before in the process: step times differed by 1.8x between runs of the same code.
+        // Fixing the threshold puts every case in the same allocator state.
+        NativeAllocator.ReturnLargeBlocksToSystem();
         torch.manual_seed(0);
         if (Model == "mlp10m")
         {

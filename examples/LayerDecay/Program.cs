@@ -4,7 +4,7 @@ using LayerDecay;
 using Microsoft.Extensions.Logging;
 using Optim;
 
-OptimLogging.LoggerFactory = LoggerFactory.Create(b => b.AddSimpleConsole(o => { o.SingleLine = true; o.TimestampFormat = "MM/dd HH:mm:ss "; }));
+using var loggerFactory = LoggerFactory.Create(b => b.AddSimpleConsole(o => { o.SingleLine = true; o.TimestampFormat = "MM/dd HH:mm:ss "; }));
 
 // @OPTIM_WRAPPER_CONSTRUCTORS.register_module(force=True)
 Registries.register_constructor<LayerDecayOptimWrapperConstructor>(force: true);
@@ -17,6 +17,6 @@ var optim_wrapper = """
       "constructor": "LayerDecayOptimWrapperConstructor"
     }
     """;
-var optimizer = Builder.build_optim_wrapper(model, optim_wrapper);
+var optimizer = Builder.build_optim_wrapper(model, optim_wrapper, loggerFactory);
 
 Console.WriteLine(optimizer.get_lr());

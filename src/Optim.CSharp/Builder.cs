@@ -1,3 +1,4 @@
+using Microsoft.Extensions.Logging;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Microsoft.FSharp.Collections;
@@ -47,22 +48,30 @@ public class OptimConfigException : ArgumentException
 public static class Builder
 {
     /// <summary>Builds the optimizer wrapper the config describes for <paramref name="model"/>.</summary>
+    /// <param name="model">The model (or a model wrapper, whose inner module's parameters are grouped).</param>
+    /// <param name="cfg">The <c>optim_wrapper</c> config.</param>
+    /// <param name="loggerFactory">Where the build, the wrapper, its loss scaler and the schedulers attached to it
+    /// log (default: <see cref="OptimLogging.LoggerFactory"/>).</param>
     /// <exception cref="OptimConfigException">The config is invalid: every problem is listed; nothing was built.</exception>
-    /// <exception cref="InvalidCastException">A custom constructor returned something that is not an <see cref="OptimWrapper"/> (use <see cref="build_optim_wrapper{T}(torch.nn.Module, string)"/>).</exception>
-    public static OptimWrapper build_optim_wrapper(torch.nn.Module model, string cfg) => build_optim_wrapper<OptimWrapper>(model, ParseForBuild(model, ParseRaw(cfg)));
+    /// <exception cref="InvalidCastException">A custom constructor returned something that is not an <see cref="OptimWrapper"/> (use <see cref="build_optim_wrapper{T}(torch.nn.Module, string, ILoggerFactory?)"/>).</exception>
+    public static OptimWrapper build_optim_wrapper(torch.nn.Module model, string cfg, ILoggerFactory? loggerFactory = null) =>
+        build_optim_wrapper<OptimWrapper>(model, ParseForBuild(model, ParseRaw(cfg)), loggerFactory);
 
-    /// <inheritdoc cref="build_optim_wrapper(torch.nn.Module, string)"/>
-    public static OptimWrapper build_optim_wrapper(torch.nn.Module model, JsonNode cfg) => build_optim_wrapper<OptimWrapper>(model, ParseForBuild(model, ConfigInput.FromJsonNode(cfg)));
+    /// <inheritdoc cref="build_optim_wrapper(torch.nn.Module, string, ILoggerFactory?)"/>
+    public static OptimWrapper build_optim_wrapper(torch.nn.Module model, JsonNode cfg, ILoggerFactory? loggerFactory = null) =>
+        build_optim_wrapper<OptimWrapper>(model, ParseForBuild(model, ConfigInput.FromJsonNode(cfg)), loggerFactory);
 
-    /// <inheritdoc cref="build_optim_wrapper(torch.nn.Module, string)"/>
-    public static OptimWrapper build_optim_wrapper(torch.nn.Module model, IReadOnlyDictionary<string, object?> cfg) =>
-        build_optim_wrapper<OptimWrapper>(model, ParseForBuild(model, ConfigInput.FromDictionary(cfg ?? throw new ArgumentNullException(nameof(cfg)))));
+    /// <inheritdoc cref="build_optim_wrapper(torch.nn.Module, string, ILoggerFactory?)"/>
+    public static OptimWrapper build_optim_wrapper(torch.nn.Module model, IReadOnlyDictionary<string, object?> cfg, ILoggerFactory? loggerFactory = null) =>
+        build_optim_wrapper<OptimWrapper>(model, ParseForBuild(model, ConfigInput.FromDictionary(cfg ?? throw new ArgumentNullException(nameof(cfg)))), loggerFactory);
 
-    /// <inheritdoc cref="build_optim_wrapper(torch.nn.Module, string)"/>
-    public static OptimWrapper build_optim_wrapper(torch.nn.Module model, Config.OptimWrapperConfig cfg) => build_optim_wrapper<OptimWrapper>(model, cfg);
+    /// <inheritdoc cref="build_optim_wrapper(torch.nn.Module, string, ILoggerFactory?)"/>
+    public static OptimWrapper build_optim_wrapper(torch.nn.Module model, Config.OptimWrapperConfig cfg, ILoggerFactory? loggerFactory = null) =>
+        build_optim_wrapper<OptimWrapper>(model, cfg, loggerFactory);
 
-    /// <summary>As <see cref="build_optim_wrapper(torch.nn.Module, string)"/>, for constructors that return something else (a bare optimizer, ...).</summary>
-    public static T build_optim_wrapper<T>(torch.nn.Module model, string cfg) => build_optim_wrapper<T>(model, ParseForBuild(model, ParseRaw(cfg)));
+    /// <summary>As <see cref="build_optim_wrapper(torch.nn.Module, string, ILoggerFactory?)"/>, for constructors that return something else (a bare optimizer, ...).</summary>
+    public static T build_optim_wrapper<T>(torch.nn.Module model, string cfg, ILoggerFactory? loggerFactory = null) =>
+        build_optim_wrapper<T>(model, ParseForBuild(model, ParseRaw(cfg)), loggerFactory);
 
     private static PyValue ParseRaw(string json)
     {
@@ -89,7 +98,7 @@ public static class Builder
     /// config, and call it on the model. Before anything is built, every problem MMEngine would raise
     /// for the config is collected (unknown names included) and thrown together.
     /// </summary>
-    public static T build_optim_wrapper<T>(torch.nn.Module model, Config.OptimWrapperConfig cfg)
+    public static T build_optim_wrapper<T>(torch.nn.Module model, Config.OptimWrapperConfig cfg, ILoggerFactory? loggerFactory = null)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(cfg);
@@ -97,16 +106,20 @@ public static class Builder
         var walk = ModuleWalk.Of(ModuleFacts.Unwrap(model));
         var errors = Check(cfg, walk.Limit).Errors.ToList();
         if (errors.Count > 0) throw new OptimConfigException(errors);
-        var constructor = Registries.OPTIM_WRAPPER_CONSTRUCTORS.get(cfg.Constructor)(cfg);
+        // Registered constructors are created from the config alone: the build's scope hands them the factory.
         object built;
-        if (constructor is DefaultOptimWrapperConstructor d)
+        using (OptimLogging.During(loggerFactory))
         {
-            d.Prewalked = walk;
-            try { built = d.Invoke(model); }
-            finally { d.Prewalked = null; }
+            var constructor = Registries.OPTIM_WRAPPER_CONSTRUCTORS.get(cfg.Constructor)(cfg);
+            if (constructor is DefaultOptimWrapperConstructor d)
+            {
+                d.Prewalked = walk;
+                try { built = d.Invoke(model); }
+                finally { d.Prewalked = null; }
+            }
+            else
+                built = constructor.Invoke(model);
         }
-        else
-            built = constructor.Invoke(model);
         return built is T t ? t : throw new InvalidCastException(
             $"constructor {cfg.Constructor} returned {built?.GetType().Name ?? "null"}, not {typeof(T).Name}");
     }

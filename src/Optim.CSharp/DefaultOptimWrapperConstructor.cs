@@ -19,12 +19,16 @@ public class DefaultOptimWrapperConstructor : IOptimWrapperConstructor
 {
     private readonly ILogger _logger;
 
-    /// <summary>Validates the config (SPEC §6.1).</summary>
+    /// <summary>Validates the config.</summary>
     /// <exception cref="OptimConfigException">No optimizer, a malformed paramwise_cfg, or decay multipliers without a base weight decay.</exception>
-    public DefaultOptimWrapperConstructor(Config.OptimWrapperConfig optim_wrapper_cfg)
+    /// <param name="optim_wrapper_cfg">The whole <c>optim_wrapper</c> config.</param>
+    /// <param name="loggerFactory">Where this constructor and the wrappers it builds log (default: the factory of
+    /// the <c>build_optim_wrapper</c> call creating it, else <see cref="OptimLogging.LoggerFactory"/>).</param>
+    public DefaultOptimWrapperConstructor(Config.OptimWrapperConfig optim_wrapper_cfg, ILoggerFactory? loggerFactory = null)
     {
         ArgumentNullException.ThrowIfNull(optim_wrapper_cfg);
-        _logger = OptimLogging.CreateLogger(GetType().Name);
+        LoggerFactory = OptimLogging.Resolve(loggerFactory);
+        _logger = LoggerFactory.CreateLogger(GetType().Name);
         this.optim_wrapper_cfg = optim_wrapper_cfg;
         var checkedCfg = Config.defaultConstructorSettings(optim_wrapper_cfg);
         if (checkedCfg.IsError) throw new OptimConfigException(checkedCfg.ErrorValue);
@@ -36,7 +40,12 @@ public class DefaultOptimWrapperConstructor : IOptimWrapperConstructor
 
     /// <summary>Parses and validates a JSON <c>optim_wrapper</c> config.</summary>
     /// <exception cref="OptimConfigException">Every problem found, with its JSON path.</exception>
-    public DefaultOptimWrapperConstructor(string json) : this(Builder.ParseConfig(json)) { }
+    /// <param name="json">The <c>optim_wrapper</c> config as JSON.</param>
+    /// <param name="loggerFactory">As for the other constructor.</param>
+    public DefaultOptimWrapperConstructor(string json, ILoggerFactory? loggerFactory = null) : this(Builder.ParseConfig(json), loggerFactory) { }
+
+    /// <summary>Where this constructor and the wrappers it builds log.</summary>
+    public ILoggerFactory LoggerFactory { get; }
 
     /// <summary>The whole config.</summary>
     public Config.OptimWrapperConfig optim_wrapper_cfg { get; }
@@ -83,7 +92,9 @@ public class DefaultOptimWrapperConstructor : IOptimWrapperConstructor
         var (optimizer, _) = BuildOptimizer(model);
         try
         {
-            return wrapperFactory(optimizer, Builder.ToDict(optim_wrapper_cfg.WrapperArgs));
+            // A registered wrapper factory cannot be handed the logger factory: the build's scope carries it.
+            using (OptimLogging.During(LoggerFactory))
+                return wrapperFactory(optimizer, Builder.ToDict(optim_wrapper_cfg.WrapperArgs));
         }
         catch
         {
@@ -211,7 +222,7 @@ public class DefaultOptimWrapperConstructor : IOptimWrapperConstructor
         }
     }
 
-    /// <summary>Logs one line through <see cref="OptimLogging"/> and records it in <see cref="Logs"/>.</summary>
+    /// <summary>Logs one line through <see cref="LoggerFactory"/> and records it in <see cref="Logs"/>.</summary>
     protected void Log(Paramwise.LogLine line)
     {
         Logs.Add(line);

@@ -4,15 +4,48 @@ using Microsoft.Extensions.Logging.Abstractions;
 namespace Optim;
 
 /// <summary>
-/// Where Optim logs (MMEngine's "current logger"): warnings such as accumulation with BatchNorm and
-/// the paramwise option lines. Set <see cref="LoggerFactory"/> once at start-up, e.g. to
-/// <c>LoggerFactory.Create(b =&gt; b.AddConsole())</c>; the default discards everything.
+/// Where Optim logs (MMEngine's "current logger"): warnings such as accumulation with BatchNorm, the
+/// paramwise option lines, scheduler warnings, skipped steps.
 /// </summary>
+/// <remarks>
+/// Pass an <see cref="ILoggerFactory"/> to what you build: <c>Builder.build_optim_wrapper(model, cfg, loggerFactory)</c>
+/// or a wrapper's constructor. Everything built for that call logs through it — the constructor, the wrapper, its
+/// loss scaler and the schedulers attached to the wrapper — so two models trained side by side log to their own
+/// factories. Objects given no factory use <see cref="LoggerFactory"/>, the process-wide fallback, which
+/// discards everything unless set.
+/// </remarks>
 public static class OptimLogging
 {
-    /// <summary>The factory Optim creates its loggers from.</summary>
+    // The factory of the build in progress on this flow of execution: wrappers a registry creates inside
+    // build_optim_wrapper are made by code that cannot be handed the factory (registered delegates).
+    private static readonly AsyncLocal<ILoggerFactory?> Building = new();
+
+    /// <summary>The fallback factory for objects built without one (default: discards everything).</summary>
     public static ILoggerFactory LoggerFactory { get; set; } = NullLoggerFactory.Instance;
 
-    /// <summary>A logger for an Optim category (a class name).</summary>
-    public static ILogger CreateLogger(string category) => LoggerFactory.CreateLogger(category);
+    /// <summary>A logger for an Optim category (a class name), from the fallback factory or the build's.</summary>
+    public static ILogger CreateLogger(string category) => Resolve(null).CreateLogger(category);
+
+    /// <summary>The factory an object built now takes: the one it was given, else the build's, else the fallback.</summary>
+    internal static ILoggerFactory Resolve(ILoggerFactory? given) => given ?? Building.Value ?? LoggerFactory;
+
+    /// <summary>Makes <paramref name="factory"/> the build's factory until disposed (nothing changes for null).</summary>
+    internal static IDisposable During(ILoggerFactory? factory)
+    {
+        if (factory is null) return NoScope.Instance;
+        var previous = Building.Value;
+        Building.Value = factory;
+        return new Restore(previous);
+    }
+
+    private sealed class Restore(ILoggerFactory? previous) : IDisposable
+    {
+        public void Dispose() => Building.Value = previous;
+    }
+
+    private sealed class NoScope : IDisposable
+    {
+        public static readonly NoScope Instance = new();
+        public void Dispose() { }
+    }
 }

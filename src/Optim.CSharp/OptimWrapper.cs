@@ -85,7 +85,7 @@ public class OptimWrapper : BaseOptimWrapper
     private Accumulation.Counts _counts;
     private readonly Clipping.Parsed? _clip;
     private PlainParamGroup? _baseParamSettings;
-    private readonly ILogger _logger = OptimLogging.CreateLogger(nameof(OptimWrapper));
+    private readonly ILogger _logger;
     private readonly NonFiniteGuard.Settings _guard = NonFiniteGuard.off;
     private NonFiniteGuard.Counts _skips = NonFiniteGuard.zero;
     private Tensor? _lossNonFinite;
@@ -108,10 +108,15 @@ public class OptimWrapper : BaseOptimWrapper
     /// reported to <see cref="message_hub"/> as <c>train/skipped_steps</c>. With <c>max_consecutive</c>,
     /// the skip after N in a row throws <see cref="NonFiniteTrainingException"/> instead.
     /// </param>
+    /// <param name="loggerFactory">Where this wrapper and the schedulers attached to it log (default: the
+    /// factory of the <c>build_optim_wrapper</c> call building it, else <see cref="OptimLogging.LoggerFactory"/>).</param>
     /// <exception cref="ArgumentException">accumulative_counts below 1, a malformed clip_grad or skip_nonfinite.</exception>
-    public OptimWrapper(Optimizer optimizer, int accumulative_counts = 1, IDictionary<string, object?>? clip_grad = null, object? skip_nonfinite = null)
+    public OptimWrapper(Optimizer optimizer, int accumulative_counts = 1, IDictionary<string, object?>? clip_grad = null, object? skip_nonfinite = null,
+                        ILoggerFactory? loggerFactory = null)
     {
         ArgumentNullException.ThrowIfNull(optimizer);
+        LoggerFactory = OptimLogging.Resolve(loggerFactory);
+        _logger = LoggerFactory.CreateLogger(nameof(OptimWrapper));
         _counts = Raise.Unwrap(Accumulation.create(accumulative_counts), nameof(accumulative_counts));
         _optimizer = optimizer;
         _guard = ParseGuard(skip_nonfinite);
@@ -123,11 +128,17 @@ public class OptimWrapper : BaseOptimWrapper
     }
 
     /// <summary>For containers of wrappers (<see cref="OptimWrapper"/> subclasses that hold no optimizer of their own).</summary>
-    protected OptimWrapper()
+    /// <param name="loggerFactory">As for the public constructor.</param>
+    protected OptimWrapper(ILoggerFactory? loggerFactory = null)
     {
+        LoggerFactory = OptimLogging.Resolve(loggerFactory);
+        _logger = LoggerFactory.CreateLogger(nameof(OptimWrapper));
         _counts = Raise.Unwrap(Accumulation.create(1));
         message_hub = MessageHub.get_current_instance();
     }
+
+    /// <summary>Where this wrapper, its loss scaler and the schedulers attached to it log.</summary>
+    public ILoggerFactory LoggerFactory { get; }
 
     /// <summary>The wrapped optimizer.</summary>
     public Optimizer optimizer => _optimizer ?? throw new NotSupportedException($"{GetType().Name} holds no optimizer of its own");

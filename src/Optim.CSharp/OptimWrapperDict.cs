@@ -5,7 +5,7 @@ using static TorchSharp.torch;
 namespace Optim;
 
 /// <summary>
-/// MMEngine's <c>OptimWrapperDict</c> (SPEC §5): several named wrappers (e.g. a GAN's generator and
+/// MMEngine's <c>OptimWrapperDict</c>: several named wrappers (e.g. a GAN's generator and
 /// discriminator) behind one object, in insertion order, so that learning rates, momenta and state
 /// dicts of all of them are read and restored together. It cannot train: <see cref="update_params"/>,
 /// <see cref="backward"/>, <see cref="step"/> and <see cref="optim_context"/> throw — call them on each

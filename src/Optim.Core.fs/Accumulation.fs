@@ -1,4 +1,4 @@
-/// Gradient accumulation as MMEngine's OptimWrapper does it (SPEC §1.4–1.6): counters, the loss
+/// Gradient accumulation as MMEngine's OptimWrapper does it: counters, the loss
 /// factor, when to step and when to synchronise gradients. Counts are backward calls (iterations).
 module Optim.Core.Accumulation
 

@@ -1,4 +1,4 @@
-/// Autocast rules (SPEC §4 and §2.1): which device and dtype an autocast scope uses, and
+/// Autocast rules: which device and dtype an autocast scope uses, and
 /// AmpOptimWrapper's `dtype` argument. The facade enters libtorch's autocast with the plan chosen here.
 ///
 /// Extension over MMEngine (decided for libtorch 2.10): CPU autocast accepts float16 as well as

@@ -1,4 +1,4 @@
-/// Gradient clipping settings (SPEC §1.3): MMEngine's `clip_grad` dict parsed into a typed value.
+/// Gradient clipping settings: MMEngine's `clip_grad` dict parsed into a typed value.
 /// Unlike MMEngine, unknown or mistyped keys are rejected here, at construction, rather than by a
 /// TypeError at the first clipping step.
 module Optim.Core.Clipping

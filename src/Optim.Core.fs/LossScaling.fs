@@ -1,4 +1,4 @@
-/// Dynamic loss scaling (SPEC §3): the state machine of torch's GradScaler, as data and total
+/// Dynamic loss scaling: the state machine of torch's GradScaler, as data and total
 /// functions. The facade's GradScaler does the tensor work (scaling the loss, the fused
 /// unscale-and-check kernel, skipping the optimizer step) and asks this module every decision:
 /// whether settings are valid, which stage transitions are allowed, and what the scale and the

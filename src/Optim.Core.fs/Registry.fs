@@ -1,4 +1,4 @@
-/// MMEngine's registry semantics as an immutable value (SPEC §7.2): names → entries in registration
+/// MMEngine's registry semantics as an immutable value: names → entries in registration
 /// order, `force` to overwrite, and lookups whose failure names every registered entry and suggests
 /// the closest one. The facade keeps one of these per registry behind a lock.
 module Optim.Core.Registry

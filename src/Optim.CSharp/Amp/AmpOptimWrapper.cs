@@ -1,3 +1,4 @@
+using Microsoft.Extensions.Logging;
 using Microsoft.FSharp.Core;
 using Optim.Core;
 using TorchSharp;
@@ -7,7 +8,7 @@ using Optimizer = TorchSharp.torch.optim.Optimizer;
 namespace Optim;
 
 /// <summary>
-/// MMEngine's <c>AmpOptimWrapper</c> (SPEC §2): an <see cref="OptimWrapper"/> for mixed-precision
+/// MMEngine's <c>AmpOptimWrapper</c>: an <see cref="OptimWrapper"/> for mixed-precision
 /// training. The forward pass runs inside <see cref="optim_context"/> (autocast on the parameters'
 /// device type); <see cref="backward"/> scales the loss through <see cref="loss_scaler"/>;
 /// <see cref="step()"/> unscales (before clipping), skips the update when a gradient overflowed, and
@@ -56,13 +57,15 @@ public class AmpOptimWrapper : OptimWrapper
     /// <paramref name="accumulative_counts"/> or <paramref name="clip_grad"/>.</exception>
     /// <param name="skip_nonfinite">As for <see cref="OptimWrapper"/>: the scaler's own inf check (no
     /// extra kernel) plus the losses decide; skipped steps also back the scale off.</param>
+    /// <param name="loggerFactory">As for <see cref="OptimWrapper"/>; the loss scaler logs through it too.</param>
     public AmpOptimWrapper(Optimizer optimizer, object? loss_scale = null, object? dtype = null,
-                           int accumulative_counts = 1, IDictionary<string, object?>? clip_grad = null, object? skip_nonfinite = null)
-        : base(optimizer, accumulative_counts, clip_grad, skip_nonfinite)
+                           int accumulative_counts = 1, IDictionary<string, object?>? clip_grad = null, object? skip_nonfinite = null,
+                           ILoggerFactory? loggerFactory = null)
+        : base(optimizer, accumulative_counts, clip_grad, skip_nonfinite, loggerFactory)
     {
         var (settings, updateParam) = LossScaling.scalerOf(ParseLossScale(loss_scale)).ToValueTuple();
         scale_update_param = FSharpOption<double>.get_IsSome(updateParam) ? updateParam.Value : null;
-        loss_scaler = new GradScaler(settings);
+        loss_scaler = new GradScaler(settings, LoggerFactory.CreateLogger(nameof(GradScaler)));
         var cast = Raise.Unwrap(Autocast.parseDtype(DtypeToPy(dtype)), nameof(dtype));
         _castDtype = FSharpOption<Autocast.CastDtype>.get_IsSome(cast) ? cast.Value : null;
         // Autocast's per-step weight copies fragment glibc's arenas; see NativeAllocator.

@@ -15,7 +15,7 @@ namespace Optim;
 /// that thread, innermost first (a <c>using</c> block does both). Do not hold a scope across an
 /// <c>await</c> that may resume on another thread; work started on other threads (thread pool,
 /// <c>Parallel.For</c>) does not run under the scope.</para>
-/// <para>Mirrors <c>mmengine.runner.amp.autocast</c> (SPEC §4): with <c>device_type</c> null the
+/// <para>Mirrors <c>mmengine.runner.amp.autocast</c>: with <c>device_type</c> null the
 /// device is CUDA when available, else the CPU; the CPU default dtype is bfloat16. Unlike MMEngine,
 /// float16 is also accepted on the CPU, because libtorch 2.10's CPU autocast supports it.</para>
 /// </remarks>

@@ -8,7 +8,7 @@ namespace Optim;
 
 /// <summary>
 /// Dynamic loss scaling for mixed-precision training: PyTorch's <c>torch.amp.GradScaler</c> for
-/// TorchSharp (SPEC §3). Multiply the loss by the scale before <c>backward</c> so small float16
+/// TorchSharp. Multiply the loss by the scale before <c>backward</c> so small float16
 /// gradients do not flush to zero; <c>unscale_</c> divides the gradients back and checks them for
 /// inf/NaN with libtorch's fused kernel; <c>step</c> skips the optimizer step when any was found;
 /// <c>update</c> backs the scale off after an overflow and grows it after
