@@ -28,58 +28,64 @@ let private noMatch = System.Int32.MaxValue
 
 let inline private edgeKey (state: int) (c: char) = (int64 state <<< 16) ||| int64 c
 
-/// The trie of `keys`: its edges, the number of states, each key's end state with the best (lowest)
-/// rank of the keys ending there (a key listed twice keeps its first rank), and each key's end state
-/// by rank, last rank first.
-let private trie (keys: string list) =
-    let insert (edges: Map<int64, int>, count: int, ends: Map<int, int>, endOf: int list) (rank: int, key: string) =
-        let walk (edges: Map<int64, int>, count: int, state: int) (c: char) =
-            match Map.tryFind (edgeKey state c) edges with
-            | Some next -> edges, count, next
-            | None -> Map.add (edgeKey state c) count edges, count + 1, count
-        let edges, count, last = key |> Seq.fold walk (edges, count, 0)
-        let ends = if Map.containsKey last ends then ends else Map.add last rank ends
-        edges, count, ends, last :: endOf
-    keys |> List.indexed |> List.fold insert (Map.empty, 1, Map.empty, [])
-
-/// Builds the matcher for `keys` in rank order (the first key wins when several occur).
+/// Builds the matcher for `keys` in rank order (the first key wins when several occur): the trie,
+/// then each state's fail link and best rank breadth first (a state's fail link is shallower, so it
+/// is done before the state). Built in local tables, linear in the total length of the keys; only
+/// the frozen result leaves the call.
 let create (keys: string list) : Matcher =
-    let edges, count, ends, endOf = trie keys
-    let children =
-        edges
-        |> Map.toList
-        |> List.map (fun (k, child) -> int (k >>> 16), (char (k &&& 0xFFFFL), child))
-        |> List.groupBy fst
-        |> List.map (fun (parent, cs) -> parent, List.map snd cs)
-        |> Map.ofList
-    let childrenOf s = Map.tryFind s children |> Option.defaultValue []
-    let own s = Map.tryFind s ends |> Option.defaultValue noMatch
-    // Breadth first, so a state's fail link and best rank are known before its children's.
-    let rec bfs (frontier: int list) (fail: Map<int, int>) (best: Map<int, int>) (order: int list) =
-        match frontier with
-        | [] -> fail, best, List.rev order
-        | _ ->
-            let visit (next: int list, fail: Map<int, int>, best: Map<int, int>) (parent: int) =
-                let rec suffixState f c =
-                    match Map.tryFind (edgeKey f c) edges with
-                    | Some t -> t
-                    | None when f = 0 -> 0
-                    | None -> suffixState fail.[f] c
-                childrenOf parent
-                |> List.fold
-                    (fun (next, fail: Map<int, int>, best: Map<int, int>) (c, child) ->
-                        let f = if parent = 0 then 0 else suffixState fail.[parent] c
-                        child :: next, Map.add child f fail, Map.add child (min (own child) best.[f]) best)
-                    (next, fail, best)
-            let next, fail, best = frontier |> List.fold visit ([], fail, best)
-            bfs (List.rev next) fail best (List.rev frontier @ order)
-    let fail, best, order = bfs [ 0 ] (Map.ofList [ 0, 0 ]) (Map.ofList [ 0, own 0 ]) []
+    let edges = Dictionary<int64, int>()
+    let children = ResizeArray<ResizeArray<struct (char * int)>>()
+    let own = ResizeArray<int>()
+    let newState () =
+        children.Add(ResizeArray())
+        own.Add noMatch
+        own.Count - 1
+    newState () |> ignore
+    // Each key's end state by rank; a key listed twice keeps its first rank at that state.
+    let ends =
+        keys
+        |> List.mapi (fun rank key ->
+            let last =
+                key
+                |> Seq.fold
+                    (fun state c ->
+                        match edges.TryGetValue(edgeKey state c) with
+                        | true, next -> next
+                        | _ ->
+                            let next = newState ()
+                            edges.[edgeKey state c] <- next
+                            children.[state].Add(struct (c, next))
+                            next)
+                    0
+            if own.[last] = noMatch then own.[last] <- rank
+            last)
+    let count = own.Count
+    let fail = Array.zeroCreate<int> count
+    let best = Array.create count noMatch
+    best.[0] <- own.[0]
+    let rec suffixState f c =
+        match edges.TryGetValue(edgeKey f c) with
+        | true, t -> t
+        | _ when f = 0 -> 0
+        | _ -> suffixState fail.[f] c
+    let order = ResizeArray<int>(count)
+    order.Add 0
+    let rec bfs head =
+        if head < order.Count then
+            let parent = order.[head]
+            for struct (c, child) in children.[parent] do
+                let f = if parent = 0 then 0 else suffixState fail.[parent] c
+                fail.[child] <- f
+                best.[child] <- min own.[child] best.[f]
+                order.Add child
+            bfs (head + 1)
+    bfs 0
     { Keys = ImmutableArray.CreateRange keys
-      Edges = (edges |> Map.toSeq |> Seq.map KeyValuePair.Create).ToFrozenDictionary()
-      Fail = ImmutableArray.CreateRange(Seq.init count (fun s -> fail.[s]))
-      Best = ImmutableArray.CreateRange(Seq.init count (fun s -> best.[s]))
-      Own = ImmutableArray.CreateRange(Seq.init count own)
-      Ends = ImmutableArray.CreateRange(List.rev endOf)
+      Edges = edges.ToFrozenDictionary()
+      Fail = ImmutableArray.Create<int>(fail)
+      Best = ImmutableArray.Create<int>(best)
+      Own = ImmutableArray.CreateRange own
+      Ends = ImmutableArray.CreateRange ends
       Order = ImmutableArray.CreateRange order }
 
 /// The state after reading `c` in `state`.

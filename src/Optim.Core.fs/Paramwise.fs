@@ -249,6 +249,8 @@ type MatchedFacts =
           FactList: ParamFact list
           /// The custom keys in MMEngine's order (`sortedKeys`); ranks index this.
           Sorted: string list
+          /// The settings' custom keys they were sorted from (to know them again without sorting).
+          From: (string * (string * PyValue) list) list
           Scan: KeyMatch.Scan }
 
     /// The facts, in walk order.
@@ -267,7 +269,7 @@ let matchFacts (settings: Settings) (facts: ParamFact seq) : MatchedFacts =
     let facts = List.ofSeq facts
     let sorted = sortedKeys (settings.CustomKeys |> List.map fst)
     let scan = KeyMatch.scanTargets (KeyMatch.create sorted) (facts |> Seq.map (fun f -> struct (f.Prefix, f.Name)))
-    { FactList = facts; Sorted = sorted; Scan = scan }
+    { FactList = facts; Sorted = sorted; From = settings.CustomKeys; Scan = scan }
 
 let private isSet (o: PyValue option) =
     match o with
@@ -407,9 +409,11 @@ let planMatched
     (alreadyPlaced: int64 seq)
     (matched: MatchedFacts)
     : Result<Plan, PlanFailure> =
-    let sorted = sortedKeys (settings.CustomKeys |> List.map fst)
-    let matched = if matched.Sorted = sorted then matched else matchFacts settings matched.FactList
-    let rules = rulesOf settings sorted baseLr baseWd
+    let matched =
+        if obj.ReferenceEquals(matched.From, settings.CustomKeys)
+           || matched.Sorted = sortedKeys (settings.CustomKeys |> List.map fst) then matched
+        else matchFacts settings matched.FactList
+    let rules = rulesOf settings matched.Sorted baseLr baseWd
     let customKeys = Array.ofList rules.CustomKeys
     let best = matched.Scan.Best
     let rec loop (progress: Progress) (index: int) (facts: ParamFact list) =
