@@ -49,6 +49,10 @@ let plain (every: int) (body: Reporter -> 'T) : 'T =
         { Progress = fun s -> if s.Iter % every = 0 || s.Iter = s.TotalIters then Console.Out.WriteLine(statusLine s); Console.Out.Flush()
           Message = fun m -> Console.Out.WriteLine m; Console.Out.Flush() }
 
+/// No output at all (the ranks other than 0 of a data-parallel run).
+let quiet (body: Reporter -> 'T) : 'T =
+    body { Progress = ignore; Message = ignore }
+
 /// The live display: a progress bar whose description carries loss, lr, grad norm, loss scale and images/s.
 let live (body: Reporter -> 'T) : 'T =
     AnsiConsole

@@ -1,6 +1,6 @@
 /// The `optim` command line: `train`, `inspect`, `schedule`. Exit codes: 0 done, 1 failed while
 /// running, 2 bad arguments or config (every problem listed, with its JSON path), 130 interrupted
-/// (Ctrl-C; a checkpoint was written).
+/// (Ctrl-C; a checkpoint was written). `train --distributed` runs as one rank of an MPI job.
 module Optim.Cli.Program
 
 open System
@@ -10,6 +10,7 @@ open Microsoft.Extensions.Logging
 open Spectre.Console
 open TorchSharp
 open Optim
+open Optim.Distributed
 open Optim.Cli.RunConfig
 
 type OutputFormat =
@@ -30,6 +31,8 @@ type TrainArgs =
     | Seed of n: int
     | Log_Every of n: int
     | Threads of n: int
+    | Distributed
+    | Dist_Timeout of seconds: int
     interface IArgParserTemplate with
         member a.Usage =
             match a with
@@ -45,6 +48,8 @@ type TrainArgs =
             | Seed _ -> "random seed (overrides randomness.seed)"
             | Log_Every _ -> "plain output (not a terminal): one line every N iterations (default 50)"
             | Threads _ -> "libtorch intra-op threads (default 1: this small CNN gains little from more, and loses badly on a busy machine)"
+            | Distributed -> "data parallel over MPI, one rank per process: mpirun -np N optim train --distributed ... Each rank trains on every N-th image of each global batch (the batch size, a multiple of N, and the schedules stay the config's), gradients are averaged across ranks; rank 0 writes --out and prints plain lines, the others stay quiet; without mpirun it is a job of one rank. SIGUSR1 to any rank (mpirun forwards it to every rank) stops all ranks after the same step, with a checkpoint"
+            | Dist_Timeout _ -> "with --distributed: seconds a collective may wait for the other ranks before this rank gives up and aborts the job (default 1800, PyTorch's)"
 
 type InspectArgs =
     | [<Mandatory>] Config of file: string
@@ -125,7 +130,8 @@ let private loggerFactory (level: Level) : ILoggerFactory =
     LoggerFactory.Create(fun b ->
         b.SetMinimumLevel(min)
             .AddFilter(fun (category: string) (level: LogLevel) -> level >= min && (level > LogLevel.Warning || not (schedulers.Contains category)))
-            .AddSimpleConsole(fun o -> o.SingleLine <- true)
+            // Scopes carry the rank in a data-parallel run ("=> rank 1/2").
+            .AddSimpleConsole(fun o -> o.SingleLine <- true; o.IncludeScopes <- true)
             // Logs go to stderr: stdout carries the command's output (JSON, CSV, the progress display).
             .AddConsole(fun o -> o.LogToStandardErrorThreshold <- LogLevel.Trace)
         |> ignore)
@@ -141,6 +147,9 @@ let private positive (name: string) (v: int option) =
     match v with
     | Some n when n <= 0 -> fail [ { Path = name; Message = sprintf "expected a positive integer, got %d" n } ]
     | _ -> v
+
+/// Set for a data-parallel run of several ranks: errors then say which rank reports them.
+let mutable private rankPrefix = ""
 
 let private writeJson (o: Text.Json.Nodes.JsonObject) =
     Console.Out.WriteLine(o.ToJsonString(Text.Json.JsonSerializerOptions(WriteIndented = true, Encoder = Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping)))
@@ -166,28 +175,66 @@ let private train (a: ParseResults<TrainArgs>) (factory: ILoggerFactory) : int =
           LogEvery = defaultArg (positive "--log-every" (a.TryGetResult Log_Every)) 50 }
     // Measured on a shared 2-core machine (load ~30): 1 thread 490 images/s, 2 threads 4x slower.
     torch.set_num_threads (defaultArg (positive "--threads" (a.TryGetResult Threads)) 1)
+    if a.Contains Dist_Timeout && not (a.Contains Distributed) then
+        fail [ { Path = "--dist-timeout"; Message = "only with --distributed" } ]
+    let timeout = TimeSpan.FromSeconds(float (defaultArg (positive "--dist-timeout" (a.TryGetResult Dist_Timeout)) 1800))
+    // MPI before anything else a rank does: outside mpirun this is a job of one rank (Open MPI's singleton).
+    let group =
+        if a.Contains Distributed then
+            try Some(MpiProcessGroup.Init(timeout))
+            with :? DistributedException as e -> fail [ { Path = "--distributed"; Message = e.Message } ]
+        else None
+    use _group = { new IDisposable with member _.Dispose() = group |> Option.iter (fun g -> g.Dispose()) }
+    let rank, world = match group with Some g -> g.rank, g.world_size | None -> 0, 1
+    if world > 1 then rankPrefix <- sprintf "rank %d/%d: " rank world
     let mutable stop = false
+    let requestStop (what: string) =
+        if not stop then
+            stop <- true
+            Console.Error.WriteLine(sprintf "%s%s: stopping after this step..." rankPrefix what)
     use _ =
         Console.CancelKeyPress.Subscribe(fun e ->
             // The first Ctrl-C stops after the current step (and checkpoints); a second one kills.
             if not stop then
-                stop <- true
                 e.Cancel <- true
-                Console.Error.WriteLine "stopping after this step (Ctrl-C again to abort without a checkpoint)...")
-    let display = if Display.interactive () then Display.live else Display.plain options.LogEvery
+                requestStop "Ctrl-C (again to abort without a checkpoint)")
+    // mpirun forwards SIGUSR1 to every rank (a rank that gets it alone stops the others too); Ctrl-C
+    // on mpirun terminates the ranks (SIGTERM, SIGKILL a second later), which is left as it is.
+    let signals =
+        if group.IsSome then
+            [ Runtime.InteropServices.PosixSignalRegistration.Create(enum<Runtime.InteropServices.PosixSignal> 10, fun c -> c.Cancel <- true; requestStop "SIGUSR1") ]
+        else []
+    use _signals = { new IDisposable with member _.Dispose() = for s in signals do s.Dispose() }
+    // Several ranks: rank 0 prints plain lines (mpirun gives every rank a pseudo-terminal, but its
+    // forwarded, interleaved output is no place for a live display); the others print nothing.
+    let display =
+        if world > 1 then (if rank = 0 then Display.plain options.LogEvery else Display.quiet)
+        elif Display.interactive () then Display.live
+        else Display.plain options.LogEvery
     let summary =
-        try display (fun reporter -> Train.run options factory reporter (fun () -> stop))
-        with Train.UsageError ps -> fail ps
-    Display.summary "optim train"
-        [ "validation accuracy", sprintf "%.2f%%" (100.0 * summary.ValAccuracy)
-          "validation loss", sprintf "%.4f" summary.ValLoss
-          "wall time", sprintf "%.1f s" summary.WallSeconds
-          "images/s", sprintf "%.0f" summary.ImagesPerSecond
-          "iterations", string summary.Iterations
-          "optimizer steps", string summary.Steps
-          "steps skipped by the loss scaler", string summary.SkippedSteps
-          "data", summary.Source
-          "output", Path.GetFullPath options.Out ]
+        try display (fun reporter -> Train.run options (group |> Option.map (fun g -> g :> IProcessGroup)) factory reporter (fun () -> stop))
+        with
+        | Train.UsageError ps -> fail ps
+        | Train.RankFailed e ->
+            // Another rank may be waiting for this one in a collective: end the whole job now.
+            let code = match e with Train.UsageError _ -> 2 | _ -> 1
+            Console.Error.WriteLine(sprintf "%serror: %s; aborting the MPI job" rankPrefix (match e with Train.UsageError ps -> String.Join("; ", ps |> List.map string) | _ -> e.Message))
+            Console.Error.Flush()
+            Console.Out.Flush()
+            group.Value.Abort code
+            code |> exit
+    if rank = 0 then
+        Display.summary "optim train"
+            [ "validation accuracy", sprintf "%.2f%%" (100.0 * summary.ValAccuracy)
+              "validation loss", sprintf "%.4f" summary.ValLoss
+              "wall time", sprintf "%.1f s" summary.WallSeconds
+              "images/s", sprintf "%.0f" summary.ImagesPerSecond
+              "iterations", string summary.Iterations
+              "optimizer steps", string summary.Steps
+              "steps skipped by the loss scaler", string summary.SkippedSteps
+              if world > 1 then "ranks (data parallel)", string world
+              "data", summary.Source
+              "output", Path.GetFullPath options.Out ]
     if summary.Interrupted then 130 else 0
 
 let private inspect (a: ParseResults<InspectArgs>) : int =
@@ -205,7 +252,7 @@ let private inspect (a: ParseResults<InspectArgs>) : int =
     | Csv -> fail [ { Path = "--format"; Message = "inspect prints table or json" } ]
     0
 
-let private schedule (a: ParseResults<ScheduleArgs>) : int =
+let private schedule (a: ParseResults<ScheduleArgs>) (factory: ILoggerFactory) : int =
     let path = a.GetResult ScheduleArgs.Config
     let optimWrapper, scheduler = RunConfig.loadOptimWrapper path |> ok
     let iters = (positive "--iters" (Some(a.GetResult Iters))).Value
@@ -218,7 +265,7 @@ let private schedule (a: ParseResults<ScheduleArgs>) : int =
             | Ok cfg -> (10000 - FashionMnist.embeddedValidation) / cfg.BatchSize
             | Error _ -> 1
     let model = Inspect.model (Inspect.Named(a.GetResult(ScheduleArgs.Model, defaultValue = "fashion_cnn"))) |> ok
-    let points = Schedule.simulate model optimWrapper scheduler iters epochLength |> ok
+    let points = Schedule.simulate factory model optimWrapper scheduler iters epochLength |> ok
     a.TryGetResult Plot |> Option.iter (fun png -> Schedule.plot png points)
     let every = defaultArg (positive "--every" (a.TryGetResult Every)) 1
     let points = points |> List.filter (fun p -> p.Iter % every = 0)
@@ -233,7 +280,7 @@ let private report (problems: Problem list) =
         match problems with
         | [ p ] -> sprintf "error: %O" p
         | ps -> sprintf "error: %d problems:\n%s" ps.Length (String.Join("\n", ps |> List.map (fun p -> "  " + string p)))
-    Console.Error.WriteLine text
+    Console.Error.WriteLine(rankPrefix + text)
 
 [<EntryPoint>]
 let main argv =
@@ -247,15 +294,15 @@ let main argv =
                 match e.ErrorCode with
                 | ErrorCode.HelpText -> Console.Out.WriteLine e.Message; exit 0
                 | _ -> Console.Error.WriteLine e.Message; exit 2
-        // Piped or redirected output has no terminal width: tables get 120 columns, not Spectre's 80.
-        if Console.IsOutputRedirected then AnsiConsole.Profile.Width <- 120
+        // Piped or redirected output has no terminal width: tables get 120 columns, not Spectre's 80
+        // (mpirun's ranks write to a pseudo-terminal whose width is not the user's either).
+        if Console.IsOutputRedirected || not (isNull (Environment.GetEnvironmentVariable "OMPI_COMM_WORLD_RANK")) then AnsiConsole.Profile.Width <- 120
         use factory = loggerFactory (parsed.GetResult(Log_Level, defaultValue = Level.Warning))
-        // The library's loggers come from this run's factory.
-        OptimLogging.LoggerFactory <- factory
+        // The library logs through this run's factory, handed to what each command builds (no global).
         match parsed.TryGetSubCommand() with
         | Some(Train a) -> train a factory
         | Some(Inspect a) -> inspect a
-        | Some(Schedule a) -> schedule a
+        | Some(Schedule a) -> schedule a factory
         | _ ->
             Console.Error.WriteLine(parser.PrintUsage(message = "a command is needed: train, inspect or schedule"))
             2
@@ -268,6 +315,6 @@ let main argv =
         Console.Error.WriteLine e.Message
         2
     | e ->
-        Console.Error.WriteLine(sprintf "error: %s" (if verbose then e.ToString() else e.Message))
+        Console.Error.WriteLine(sprintf "%serror: %s" rankPrefix (if verbose then e.ToString() else e.Message))
         if not verbose then Console.Error.WriteLine "(--verbose shows the stack trace)"
         1

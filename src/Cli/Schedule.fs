@@ -17,9 +17,10 @@ type Point = { Iter: int; Lr: float list; Momentum: float list }
 
 /// Steps the schedulers of `paramScheduler` on the wrapper `optimWrapper` builds for `m`, for
 /// `iters` iterations of `epochLength` each.
-let simulate (m: torch.nn.Module) (optimWrapper: JsonNode) (paramScheduler: string option) (iters: int) (epochLength: int) : Result<Point list, Problem list> =
+/// The build, the wrapper and the schedulers log through `loggerFactory`.
+let simulate (loggerFactory: Microsoft.Extensions.Logging.ILoggerFactory) (m: torch.nn.Module) (optimWrapper: JsonNode) (paramScheduler: string option) (iters: int) (epochLength: int) : Result<Point list, Problem list> =
     try
-        let wrapper = Builder.build_optim_wrapper (m, optimWrapper)
+        let wrapper = Builder.build_optim_wrapper (m, optimWrapper, loggerFactory)
         let maxEpochs = (iters + epochLength - 1) / epochLength
         let schedulers =
             match paramScheduler with

@@ -17,6 +17,7 @@ namespace Optim;
 /// </summary>
 public class DefaultOptimWrapperConstructor : IOptimWrapperConstructor
 {
+    private readonly ILoggerFactory? _loggerFactory;
     private readonly ILogger _logger;
 
     /// <summary>Validates the config.</summary>
@@ -27,8 +28,8 @@ public class DefaultOptimWrapperConstructor : IOptimWrapperConstructor
     public DefaultOptimWrapperConstructor(Config.OptimWrapperConfig optim_wrapper_cfg, ILoggerFactory? loggerFactory = null)
     {
         ArgumentNullException.ThrowIfNull(optim_wrapper_cfg);
-        LoggerFactory = OptimLogging.Resolve(loggerFactory);
-        _logger = LoggerFactory.CreateLogger(GetType().Name);
+        _loggerFactory = OptimLogging.Resolve(loggerFactory);
+        _logger = OptimLogging.LoggerFor(_loggerFactory, GetType().Name);
         this.optim_wrapper_cfg = optim_wrapper_cfg;
         var checkedCfg = Config.defaultConstructorSettings(optim_wrapper_cfg);
         if (checkedCfg.IsError) throw new OptimConfigException(checkedCfg.ErrorValue);
@@ -44,8 +45,9 @@ public class DefaultOptimWrapperConstructor : IOptimWrapperConstructor
     /// <param name="loggerFactory">As for the other constructor.</param>
     public DefaultOptimWrapperConstructor(string json, ILoggerFactory? loggerFactory = null) : this(Builder.ParseConfig(json), loggerFactory) { }
 
-    /// <summary>Where this constructor and the wrappers it builds log.</summary>
-    public ILoggerFactory LoggerFactory { get; }
+    /// <summary>Where this constructor and the wrappers it builds log: the factory it was given (or its build's),
+    /// else <see cref="OptimLogging.LoggerFactory"/> as it is now.</summary>
+    public ILoggerFactory LoggerFactory => _loggerFactory ?? OptimLogging.LoggerFactory;
 
     /// <summary>The whole config.</summary>
     public Config.OptimWrapperConfig optim_wrapper_cfg { get; }
@@ -93,7 +95,7 @@ public class DefaultOptimWrapperConstructor : IOptimWrapperConstructor
         try
         {
             // A registered wrapper factory cannot be handed the logger factory: the build's scope carries it.
-            using (OptimLogging.During(LoggerFactory))
+            using (OptimLogging.During(_loggerFactory))
                 return wrapperFactory(optimizer, Builder.ToDict(optim_wrapper_cfg.WrapperArgs));
         }
         catch

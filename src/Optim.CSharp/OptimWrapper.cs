@@ -85,6 +85,7 @@ public class OptimWrapper : BaseOptimWrapper
     private Accumulation.Counts _counts;
     private readonly Clipping.Parsed? _clip;
     private PlainParamGroup? _baseParamSettings;
+    private readonly ILoggerFactory? _loggerFactory;
     private readonly ILogger _logger;
     private readonly NonFiniteGuard.Settings _guard = NonFiniteGuard.off;
     private NonFiniteGuard.Counts _skips = NonFiniteGuard.zero;
@@ -115,8 +116,8 @@ public class OptimWrapper : BaseOptimWrapper
                         ILoggerFactory? loggerFactory = null)
     {
         ArgumentNullException.ThrowIfNull(optimizer);
-        LoggerFactory = OptimLogging.Resolve(loggerFactory);
-        _logger = LoggerFactory.CreateLogger(nameof(OptimWrapper));
+        _loggerFactory = OptimLogging.Resolve(loggerFactory);
+        _logger = CreateLogger(nameof(OptimWrapper));
         _counts = Raise.Unwrap(Accumulation.create(accumulative_counts), nameof(accumulative_counts));
         _optimizer = optimizer;
         _guard = ParseGuard(skip_nonfinite);
@@ -131,14 +132,20 @@ public class OptimWrapper : BaseOptimWrapper
     /// <param name="loggerFactory">As for the public constructor.</param>
     protected OptimWrapper(ILoggerFactory? loggerFactory = null)
     {
-        LoggerFactory = OptimLogging.Resolve(loggerFactory);
-        _logger = LoggerFactory.CreateLogger(nameof(OptimWrapper));
+        _loggerFactory = OptimLogging.Resolve(loggerFactory);
+        _logger = CreateLogger(nameof(OptimWrapper));
         _counts = Raise.Unwrap(Accumulation.create(1));
         message_hub = MessageHub.get_current_instance();
     }
 
-    /// <summary>Where this wrapper, its loss scaler and the schedulers attached to it log.</summary>
-    public ILoggerFactory LoggerFactory { get; }
+    /// <summary>
+    /// Where this wrapper, its loss scaler and the schedulers attached to it log: the factory it was built
+    /// with, else (none given) <see cref="OptimLogging.LoggerFactory"/> as it is now.
+    /// </summary>
+    public ILoggerFactory LoggerFactory => _loggerFactory ?? OptimLogging.LoggerFactory;
+
+    /// <summary>A logger of this wrapper's factory (or following the fallback when it was given none).</summary>
+    internal ILogger CreateLogger(string category) => OptimLogging.LoggerFor(_loggerFactory, category);
 
     /// <summary>The wrapped optimizer.</summary>
     public Optimizer optimizer => _optimizer ?? throw new NotSupportedException($"{GetType().Name} holds no optimizer of its own");

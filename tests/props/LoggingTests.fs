@@ -95,4 +95,15 @@ let tests =
                 Expect.exists (messages fallback) (fun l -> l.Contains "a.weight") "the build without a factory logs to the fallback"
                 Expect.isTrue (obj.ReferenceEquals(w.LoggerFactory, OptimLogging.LoggerFactory)) "its wrapper keeps the fallback")
         }
+        test "an object built without a factory follows the fallback as it is when it logs" {
+            let w = OptimWrapper(torch.optim.SGD((model ()).parameters(), 0.1))
+            let fallback, scope = captureLogs () // set after the wrapper was built
+            inside scope (fun () ->
+                let s = StepLR(w, step_size = 1L, gamma = 0.5, verbose = true)
+                w.step ()
+                s.step ()
+                Expect.contains (messages fallback) "Adjusting parameter value of group 0 to 5.0000e-02." "the later fallback receives the line")
+            let s2 = StepLR(w, step_size = 1L, gamma = 0.5, verbose = true) // the capture's factory is disposed now
+            s2.step ()
+        }
     ]

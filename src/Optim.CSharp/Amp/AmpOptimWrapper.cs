@@ -65,7 +65,7 @@ public class AmpOptimWrapper : OptimWrapper
     {
         var (settings, updateParam) = LossScaling.scalerOf(ParseLossScale(loss_scale)).ToValueTuple();
         scale_update_param = FSharpOption<double>.get_IsSome(updateParam) ? updateParam.Value : null;
-        loss_scaler = new GradScaler(settings, LoggerFactory.CreateLogger(nameof(GradScaler)));
+        loss_scaler = new GradScaler(settings, CreateLogger(nameof(GradScaler)));
         var cast = Raise.Unwrap(Autocast.parseDtype(DtypeToPy(dtype)), nameof(dtype));
         _castDtype = FSharpOption<Autocast.CastDtype>.get_IsSome(cast) ? cast.Value : null;
         // Autocast's per-step weight copies fragment glibc's arenas; see NativeAllocator.

@@ -82,11 +82,24 @@ internal static unsafe class MpiNative
         public IntPtr OpSum, OpMax, OpMin;
     }
 
+    /// <summary>The environment variable naming the MPI library to load instead of <c>libmpi.so.40</c>
+    /// (an Open MPI installed outside the loader's search path, e.g. <c>/opt/openmpi/lib/libmpi.so.40</c>).</summary>
+    public const string LibraryVariable = "OPTIM_MPI_LIBRARY";
+
     private static Api Load()
     {
         IntPtr lib = IntPtr.Zero;
         string? loadedName = null;
-        foreach (var name in LibraryNames)
+        var chosen = Environment.GetEnvironmentVariable(LibraryVariable);
+        if (!string.IsNullOrEmpty(chosen))
+        {
+            lib = OperatingSystem.IsLinux() ? dlopen(chosen, RTLD_NOW | RTLD_GLOBAL) : IntPtr.Zero;
+            if (lib == IntPtr.Zero && !NativeLibrary.TryLoad(chosen, out lib))
+                throw new DistributedException(
+                    $"the MPI library {chosen} named by {LibraryVariable} could not be loaded: point {LibraryVariable} at Open MPI's libmpi.so.40, or unset it to use the system's");
+            loadedName = chosen;
+        }
+        else foreach (var name in LibraryNames)
         {
             lib = OperatingSystem.IsLinux() ? dlopen(name, RTLD_NOW | RTLD_GLOBAL) : IntPtr.Zero;
             if (lib == IntPtr.Zero) NativeLibrary.TryLoad(name, out lib);

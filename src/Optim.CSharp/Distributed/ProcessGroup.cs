@@ -100,10 +100,12 @@ public sealed unsafe class MpiProcessGroup : IProcessGroup
 
     /// <summary>
     /// Initialises MPI (unless the program already did) and returns the group of all ranks
-    /// (<c>MPI_COMM_WORLD</c>). Run outside mpirun, it is a group of one rank.
+    /// (<c>MPI_COMM_WORLD</c>). Run outside mpirun, it is a group of one rank. The MPI library is Open
+    /// MPI's <c>libmpi.so.40</c> from the loader's search path, or the file named by the environment
+    /// variable <c>OPTIM_MPI_LIBRARY</c>.
     /// </summary>
     /// <param name="timeout">How long any collective may wait for the other ranks (default 30 minutes).</param>
-    /// <exception cref="DistributedException">Open MPI is not installed, or MPI failed to initialise.</exception>
+    /// <exception cref="DistributedException">Open MPI is not installed (or <c>OPTIM_MPI_LIBRARY</c> names no loadable library), or MPI failed to initialise.</exception>
     public static MpiProcessGroup Init(TimeSpan? timeout = null)
     {
         var t = timeout ?? DefaultTimeout;

@@ -26,8 +26,8 @@ public sealed class SchedulerTarget
         _optimizer = optimizer;
     }
 
-    /// <summary>Where a scheduler on this target logs: the wrapper's factory (for a bare optimizer, the fallback).</summary>
-    internal ILoggerFactory LoggerFactory => _wrapper?.LoggerFactory ?? OptimLogging.Resolve(null);
+    /// <summary>A logger where a scheduler on this target logs: the wrapper's factory (for a bare optimizer, the fallback).</summary>
+    internal ILogger CreateLogger(string category) => _wrapper?.CreateLogger(category) ?? OptimLogging.CreateLogger(category);
 
     /// <summary>Schedules a wrapper's groups (its base pseudo group included).</summary>
     public static SchedulerTarget Of(OptimWrapper wrapper) =>
@@ -173,7 +173,7 @@ public abstract class ParamScheduler
         ArgumentNullException.ThrowIfNull(optimizer);
         ArgumentNullException.ThrowIfNull(settings);
         _target = optimizer;
-        _logger = optimizer.LoggerFactory.CreateLogger(GetType().Name);
+        _logger = optimizer.CreateLogger(GetType().Name);
         var groups = optimizer.param_groups;
         // MMEngine meets a missing key as a KeyError inside its constructor; say which key, where, and what is close.
         // ("momentum" is MMEngine's alias of betas[0] on Adam-like optimizers; the core checks it.)
