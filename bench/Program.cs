@@ -6,10 +6,12 @@ if (args.Length > 0 && args[0] == "--ddp") return Optim.Bench.DataParallelBench.
 if (args.Length > 0 && args[0] == "--paired-overhead") { Optim.Bench.PairedOverhead.Run(args); return 0; }
 // Optimizer steps timed with thread CPU time, for a quick look while developing (see QuickSteps).
 if (args.Length > 0 && args[0] == "--quick-steps") { Optim.Bench.QuickSteps.Run(args); return 0; }
-// The fixed cost of one param group per step (thread CPU time, tiny tensors; see GroupCost).
+// Bit-for-bit hashes of every optimizer case (see Fingerprint); the per-group fixed cost (see GroupCost).
 if (args.Length > 0 && args[0] == "--fingerprint") { Optim.Bench.Fingerprint.Run(); return 0; }
 if (args.Length > 0 && args[0] == "--validate-probe") { Optim.Bench.ValidateProbe.Run(); return 0; }
 if (args.Length > 0 && args[0] == "--group-cost") { Optim.Bench.GroupCost.Run(args); return 0; }
+// build_optim_wrapper CPU time and allocated bytes, with the core's phases (see ConstructionCost).
+if (args.Length > 0 && args[0] == "--construction-cost") { Optim.Bench.ConstructionCost.Run(args); return 0; }
 
 // dotnet run -c Release --project bench -- --filter '*' --job short
 // dotnet run -c Release --project bench -- memory 1000 bfloat16 library     (resident memory over a run; see MemoryRun)

@@ -102,12 +102,24 @@ public static class Builder
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(cfg);
-        var errors = Validate(cfg, model);
+        // One walk of the model for the whole build: the value limits here, the plan and the lint in the constructor.
+        var walk = ModuleWalk.Of(ModuleFacts.Unwrap(model));
+        var errors = Check(cfg, walk.Limit).Errors.ToList();
         if (errors.Count > 0) throw new OptimConfigException(errors);
         // Registered constructors are created from the config alone: the build's scope hands them the factory.
         object built;
         using (OptimLogging.During(loggerFactory))
-            built = Registries.OPTIM_WRAPPER_CONSTRUCTORS.get(cfg.Constructor)(cfg).Invoke(model);
+        {
+            var constructor = Registries.OPTIM_WRAPPER_CONSTRUCTORS.get(cfg.Constructor)(cfg);
+            if (constructor is DefaultOptimWrapperConstructor d)
+            {
+                d.Prewalked = walk;
+                try { built = d.Invoke(model); }
+                finally { d.Prewalked = null; }
+            }
+            else
+                built = constructor.Invoke(model);
+        }
         return built is T t ? t : throw new InvalidCastException(
             $"constructor {cfg.Constructor} returned {built?.GetType().Name ?? "null"}, not {typeof(T).Name}");
     }
@@ -132,11 +144,7 @@ public static class Builder
     public static List<ConfigLint.ConfigWarning> Warnings(Config.OptimWrapperConfig cfg) => Check(cfg, OptimizerRules.float32Limit).Warnings.ToList();
 
     /// <summary>The largest magnitude every parameter of <paramref name="model"/> can hold.</summary>
-    internal static double LimitOf(torch.nn.Module model)
-    {
-        var ps = ModuleFacts.Unwrap(model).parameters().ToList();
-        return ps.Count > 0 && ps.All(p => p.dtype == torch.ScalarType.Float64) ? OptimizerRules.float64Limit : OptimizerRules.float32Limit;
-    }
+    internal static double LimitOf(torch.nn.Module model) => ModuleFacts.LimitOf(ModuleFacts.Unwrap(model).parameters().ToList());
 
     internal static ConfigLint.Lint Check(Config.OptimWrapperConfig cfg, double limit)
     {

@@ -58,12 +58,12 @@ public static class BuiltinOptimizers
     {
         var problems = Check(name, kwargs);
         if (problems.Count > 0) throw new OptimConfigException(problems.Select(p => ConfigErrorModule.under("optimizer", p)));
-        var ids = ListModule.OfSeq(groups.Select(g => ListModule.OfSeq(g.Params.Select(ModuleFacts.Identity))));
-        if (Paramwise.hasDuplicates(ids))
+        var all = groups.SelectMany(g => g.Params).ToList();
+        if (Paramwise.hasDuplicateIdentities(all.Select(ModuleFacts.Identity)))
             throw new OptimConfigException(new[] { ConfigErrorModule.at("paramwise_cfg.bypass_duplicate", ErrorKind.Value,
                 Paramwise.duplicateMessage + " (a parameter shared by two modules; set paramwise_cfg.bypass_duplicate to true to keep its first group)") });
         if (groups.Count == 0 || groups.All(g => g.Params.Count == 0)) throw new ArgumentException("optimizer got an empty parameter list");
-        CheckValues(name, groups, kwargs);
+        CheckValues(name, groups, all, kwargs);
 
         // kwargs over PyTorch's defaults.
         var defaults = new Dictionary<string, object?>();
@@ -107,9 +107,9 @@ public static class BuiltinOptimizers
         // Extra keys (lr_mult, decay_mult, ...) live beside TorchSharp's options, as in PyTorch's group dicts.
         var views = OptimizerGroups.Of(optimizer);
         for (int i = 0; i < groups.Count && i < views.Count; i++)
-            foreach (var key in groups[i].Keys)
-                if (!views[i].ContainsKey(key) || !IsHyper(name, key))
-                    views[i][key] = groups[i][key];
+            foreach (var (key, value) in PlainParamGroup.EntriesOf(groups[i]))
+                if (!IsHyper(name, key) || !views[i].ContainsKey(key))
+                    views[i][key] = value;
         return optimizer;
     }
 
@@ -118,24 +118,16 @@ public static class BuiltinOptimizers
     /// every group's own values, before TorchSharp sees any (TorchSharp fails natively, part way, or from
     /// a finalizer). Paths: <c>optimizer.key</c>, <c>param_groups[i].key</c>.
     /// </summary>
-    private static void CheckValues(string name, IReadOnlyList<IParamGroup> groups, IReadOnlyDictionary<string, object?> kwargs)
+    private static void CheckValues(string name, IReadOnlyList<IParamGroup> groups, List<Parameter> all, IReadOnlyDictionary<string, object?> kwargs)
     {
-        var all = groups.SelectMany(g => g.Params).ToList();
-        var limit = all.Count > 0 && all.All(p => p.dtype == ScalarType.Float64) ? OptimizerRules.float64Limit : OptimizerRules.float32Limit;
+        var limit = ModuleFacts.LimitOf(all);
         var given = Py.ToPyDict(kwargs.Where(kv => kv.Value is not null));
         var errors = new List<ConfigError>();
         foreach (var (key, e) in OptimizerRules.check(limit, name, OptimizerRules.effective(name, ListModule.OfArray(new[] { given })), ListModule.OfSeq(given.Select(kv => kv.Item1))).Select(t => (t.Item1, t.Item2)))
             errors.Add(ConfigErrorModule.ofRule(ConfigErrorModule.key("optimizer", key), e));
-        var seen = new HashSet<string>();
-        for (int i = 0; i < groups.Count; i++)
-        {
-            var own = Py.ToPyDict(groups[i].Keys.Where(k => IsHyper(name, k) && groups[i][k] is not null).Select(k => new KeyValuePair<string, object?>(k, groups[i][k])));
-            if (own.IsEmpty) continue;
-            var layers = ListModule.OfArray(new[] { given, own });
-            foreach (var t in OptimizerRules.check(limit, name, OptimizerRules.effective(name, layers), ListModule.OfSeq(own.Select(kv => kv.Item1))))
-                if (seen.Add(t.Item1 + "\0" + t.Item2.Message))
-                    errors.Add(ConfigErrorModule.ofRule(ConfigErrorModule.key(ConfigErrorModule.index("param_groups", i), t.Item1), t.Item2));
-        }
+        var owns = groups.Select(g => Py.ToPyDict(PlainParamGroup.EntriesOf(g).Where(kv => kv.Value is not null && IsHyper(name, kv.Key))));
+        foreach (var (i, key, e) in OptimizerRules.checkGroups(limit, name, given, owns).Select(t => (t.Item1, t.Item2, t.Item3)))
+            errors.Add(ConfigErrorModule.ofRule(ConfigErrorModule.key(ConfigErrorModule.index("param_groups", i), key), e));
         if (errors.Count > 0) throw new OptimConfigException(errors);
     }
 
@@ -156,8 +148,8 @@ public static class BuiltinOptimizers
             // Hyper-parameters the group sets go into TorchSharp's options (PyTorch names → fields); the
             // optimizer fills the others from its defaults when it adds the group.
             var view = new TorchParamGroup(name, o, null, null);
-            foreach (var key in g.Keys)
-                if (IsHyper(name, key) && view.ContainsKey(key)) view[key] = g[key];
+            foreach (var (key, value) in PlainParamGroup.EntriesOf(g))
+                if (IsHyper(name, key) && view.ContainsKey(key)) view[key] = value;
             built.Add(group(g.Params, o));
         }
         // TorchSharp's constructor adds the groups in O(parameters²); construct it empty and add them in linear time.

@@ -114,6 +114,17 @@ public class DefaultOptimWrapperConstructor : IOptimWrapperConstructor
     /// </summary>
     public List<ConfigLint.ConfigWarning> Warnings { get; } = new();
 
+    /// <summary>
+    /// A walk of the model already made by the caller for this build (<see cref="Builder"/> walks it to
+    /// check the config's values): used instead of walking again when it is of the model being built.
+    /// </summary>
+    internal ModuleWalk? Prewalked { get; set; }
+
+    // During one BuildOptimizer: the model's walk, and the custom keys matched against it by add_params
+    // (the plan and the lint read the same matches).
+    private ModuleWalk? _walk;
+    private Paramwise.MatchedFacts? _matched;
+
     /// <summary>The param groups MMEngine would pass to the optimizer, and the optimizer built from them.</summary>
     internal (Optimizer Optimizer, List<IParamGroup> Groups) BuildOptimizer(torch.nn.Module model)
     {
@@ -122,14 +133,26 @@ public class DefaultOptimWrapperConstructor : IOptimWrapperConstructor
         var factory = Registries.OPTIMIZERS.get(type);
         Logs.Clear();
         Planned.Clear();
-        var groups = new List<IParamGroup>();
-        if (Paramwise.isEmpty(Settings))
-            groups.Add(new PlainParamGroup(Array.Empty<KeyValuePair<string, object?>>(), model.parameters().ToList()));
-        else
-            add_params(groups, model);
-        LastGroups = groups;
-        CheckBeforeBuilding(model, BuiltinOptimizers.NameOf(factory));
-        return (factory(groups, optimizer_kwargs), groups);
+        try
+        {
+            _walk = Prewalked is { } w && ReferenceEquals(w.Root, model) ? w : null;
+            var groups = new List<IParamGroup>();
+            if (Paramwise.isEmpty(Settings))
+                groups.Add(new PlainParamGroup(Array.Empty<KeyValuePair<string, object?>>(), model.parameters().ToList()));
+            else
+            {
+                _walk ??= ModuleWalk.Of(model);
+                add_params(groups, model);
+            }
+            LastGroups = groups;
+            CheckBeforeBuilding(model, BuiltinOptimizers.NameOf(factory));
+            return (factory(groups, optimizer_kwargs), groups);
+        }
+        finally
+        {
+            _walk = null;
+            _matched = null;
+        }
     }
 
     /// <summary>
@@ -144,9 +167,13 @@ public class DefaultOptimWrapperConstructor : IOptimWrapperConstructor
     /// <exception cref="OptimConfigException">A rule needs the base lr and the optimizer config has none (TypeError).</exception>
     public virtual void add_params(List<IParamGroup> @params, torch.nn.Module module, string prefix = "", bool is_dcn_module = false)
     {
-        var (facts, byId) = ModuleFacts.Collect(module, prefix, is_dcn_module);
+        // The model itself during a build: its walk is already there (and the lint reads the matches made here).
+        var whole = _walk is { } w && ReferenceEquals(w.Root, module) && prefix == "" && !is_dcn_module;
+        var (facts, byId) = whole ? (_walk!.Facts, _walk.Parameters) : ModuleFacts.Collect(module, prefix, is_dcn_module);
+        var matched = Paramwise.matchFacts(Settings, facts);
+        if (whole) _matched = matched;
         var placed = @params.SelectMany(g => g.Params).Select(ModuleFacts.Identity);
-        var result = Paramwise.plan(Settings, optimizer_cfg.BaseLr, optimizer_cfg.BaseWd, placed, facts);
+        var result = Paramwise.planMatched(Settings, optimizer_cfg.BaseLr, optimizer_cfg.BaseWd, placed, matched);
         var plan = result.IsOk ? result.ResultValue : result.ErrorValue.Partial;
         foreach (var g in plan.Groups)
         {
@@ -168,7 +195,7 @@ public class DefaultOptimWrapperConstructor : IOptimWrapperConstructor
     private void CheckBeforeBuilding(torch.nn.Module model, string? builtin)
     {
         Warnings.Clear();
-        var limit = Builder.LimitOf(model);
+        var limit = _walk?.Limit ?? Builder.LimitOf(model);
         var errors = new List<ConfigError>();
         if (builtin is not null)
             errors.AddRange(ConfigLint.planValues(limit, builtin, optimizer_cfg.Args, Planned.Select(p => p.Plan)));
@@ -180,8 +207,9 @@ public class DefaultOptimWrapperConstructor : IOptimWrapperConstructor
         var warnings = lint.Warnings.ToList();
         if (lintable && !Paramwise.isEmpty(Settings))
         {
-            var (facts, _) = ModuleFacts.Collect(model, "", false);
-            var unmatched = ConfigLint.unmatchedCustomKeys(Settings, facts);
+            // The matches add_params planned with: the model is not walked or scanned again.
+            var matched = _matched ?? Paramwise.matchFacts(Settings, (_walk ?? ModuleWalk.Of(model)).Facts);
+            var unmatched = ConfigLint.unmatchedKeysOf(Settings, matched);
             var escalated = ConfigLint.escalate(ConfigLint.isStrict(optim_wrapper_cfg.ParamwiseCfg),
                 new ConfigLint.Lint(ListModule.Empty<ConfigError>(), unmatched));
             errors.AddRange(escalated.Errors);
@@ -200,8 +228,9 @@ public class DefaultOptimWrapperConstructor : IOptimWrapperConstructor
     protected void Log(Paramwise.LogLine line)
     {
         Logs.Add(line);
-        if (line.Level.IsWarning) _logger.LogWarning("{Message}", line.Message);
-        else _logger.LogInformation("{Message}", line.Message);
+        // One line per parameter and option: nothing is formatted for a logger that would discard it.
+        var level = line.Level.IsWarning ? LogLevel.Warning : LogLevel.Information;
+        if (_logger.IsEnabled(level)) _logger.Log(level, "{Message}", line.Message);
     }
 
     /// <summary>Logs an INFO line (for subclasses, like MMEngine's <c>print_log(msg, logger='current')</c>).</summary>

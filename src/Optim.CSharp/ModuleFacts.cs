@@ -79,6 +79,10 @@ public static class ModuleFacts
             Walk(child, prefix == "" ? childName : prefix + "." + childName, childIsDcn, facts, byId);
     }
 
+    /// <summary>The largest magnitude each of <paramref name="parameters"/> can hold: float64's when every one is float64, else float32's.</summary>
+    internal static double LimitOf(IReadOnlyCollection<Parameter> parameters) =>
+        parameters.Count > 0 && parameters.All(p => p.dtype == torch.ScalarType.Float64) ? OptimizerRules.float64Limit : OptimizerRules.float32Limit;
+
     /// <summary>The model an optimizer constructor works on: the inner module of a <see cref="IModelWrapper"/>.</summary>
     public static torch.nn.Module Unwrap(torch.nn.Module model) => model is IModelWrapper w ? w.module : model;
 
@@ -100,4 +104,39 @@ public static class ModuleFacts
         Visit(model, "");
         return result;
     }
+}
+
+/// <summary>
+/// One <see cref="ModuleFacts.Collect"/> walk of a model, shared by everything one build asks of the
+/// module tree (the value limits, the param-group plan, the config lint), so a build walks it once.
+/// </summary>
+internal sealed class ModuleWalk
+{
+    private double? _limit;
+
+    private ModuleWalk(torch.nn.Module root, List<Paramwise.ParamFact> facts, Dictionary<long, Parameter> parameters)
+    {
+        Root = root;
+        Facts = facts;
+        Parameters = parameters;
+    }
+
+    /// <summary>Walks <paramref name="root"/> (the model itself: prefix <c>""</c>, not in a DCN module).</summary>
+    public static ModuleWalk Of(torch.nn.Module root)
+    {
+        var (facts, parameters) = ModuleFacts.Collect(root);
+        return new ModuleWalk(root, facts, parameters);
+    }
+
+    /// <summary>The module walked.</summary>
+    public torch.nn.Module Root { get; }
+
+    /// <summary>Every parameter met, in MMEngine's order.</summary>
+    public List<Paramwise.ParamFact> Facts { get; }
+
+    /// <summary>The parameter objects by identity.</summary>
+    public Dictionary<long, Parameter> Parameters { get; }
+
+    /// <summary>The largest magnitude every parameter can hold (<see cref="ModuleFacts.LimitOf"/>), computed once.</summary>
+    public double Limit => _limit ??= ModuleFacts.LimitOf(Parameters.Values);
 }

@@ -124,7 +124,7 @@ public class OptimWrapper : BaseOptimWrapper
         var parsed = Raise.Unwrap(Clipping.parse(clip_grad is null ? PyValue.None : Py.ToPy(clip_grad)), nameof(clip_grad));
         _clip = FSharpOption<Clipping.Parsed>.get_IsSome(parsed) ? parsed.Value : null;
         message_hub = MessageHub.get_current_instance();
-        if (OptimizerGroups.Of(optimizer).Count > 1)
+        if (optimizer.ParamGroups.Skip(1).Any())
             _baseParamSettings = new PlainParamGroup(OptimizerGroups.Defaults(optimizer));
     }
 

@@ -36,33 +36,61 @@ public interface IParamGroup
 [Microsoft.FSharp.Core.StructuredFormatDisplay("{Repr}")]
 public sealed class PlainParamGroup : IParamGroup
 {
-    private readonly OrderedDictionary<string, object?> _values = new();
+    // A group holds a handful of keys and a paramwise build makes one group per parameter: a list searched
+    // in order is the ordered dict here (a fifth of the memory of a hashed one, which the GC then copies).
+    private readonly List<KeyValuePair<string, object?>> _values = new();
 
     /// <summary>Creates a group with the given entries, in order.</summary>
     public PlainParamGroup(IEnumerable<KeyValuePair<string, object?>> values, IReadOnlyList<Parameter>? @params = null)
     {
-        foreach (var kv in values) _values[kv.Key] = kv.Value;
+        foreach (var kv in values) this[kv.Key] = kv.Value;
         Params = @params ?? Array.Empty<Parameter>();
     }
 
     /// <inheritdoc />
     public IReadOnlyList<Parameter> Params { get; }
 
-    /// <inheritdoc />
-    public object? this[string key]
+    /// <summary>The entries in order, read in place (building one optimizer group per parameter reads them several times).</summary>
+    internal IEnumerable<KeyValuePair<string, object?>> Entries => _values;
+
+    /// <summary>The entries of any group, in <see cref="IParamGroup.Keys"/> order.</summary>
+    internal static IEnumerable<KeyValuePair<string, object?>> EntriesOf(IParamGroup group) =>
+        group is PlainParamGroup plain ? plain.Entries : group.Keys.Select(k => new KeyValuePair<string, object?>(k, group[k]));
+
+    private int IndexOf(string key)
     {
-        get => _values.TryGetValue(key, out var v) ? v : throw new KeyNotFoundException($"param group has no key '{key}'");
-        set => _values[key] = value;
+        ArgumentNullException.ThrowIfNull(key);
+        for (int i = 0; i < _values.Count; i++)
+            if (string.Equals(_values[i].Key, key, StringComparison.Ordinal)) return i;
+        return -1;
     }
 
     /// <inheritdoc />
-    public bool ContainsKey(string key) => _values.ContainsKey(key);
+    public object? this[string key]
+    {
+        get => IndexOf(key) is var i and >= 0 ? _values[i].Value : throw new KeyNotFoundException($"param group has no key '{key}'");
+        set
+        {
+            var i = IndexOf(key);
+            if (i >= 0) _values[i] = new(key, value);
+            else _values.Add(new(key, value));
+        }
+    }
 
     /// <inheritdoc />
-    public IReadOnlyList<string> Keys => _values.Keys.ToList();
+    public bool ContainsKey(string key) => IndexOf(key) >= 0;
 
     /// <inheritdoc />
-    public bool Remove(string key) => _values.Remove(key);
+    public IReadOnlyList<string> Keys => _values.Select(kv => kv.Key).ToList();
+
+    /// <inheritdoc />
+    public bool Remove(string key)
+    {
+        var i = IndexOf(key);
+        if (i < 0) return false;
+        _values.RemoveAt(i);
+        return true;
+    }
 
     /// <summary>Python's <c>repr</c>, which F# Interactive and <c>%A</c> print (see <see cref="ToString"/>).</summary>
     public string Repr => ToString();

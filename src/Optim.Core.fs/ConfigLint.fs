@@ -106,21 +106,25 @@ let paramwise (limit: float) (optimizer: (string * string list) option) (paramwi
 /// The most key–name pairs compared for "did you mean" suggestions of unmatched custom keys.
 let suggestionBudget = 200_000L
 
-/// Custom keys that are a substring of no parameter's `prefix.name` (they do nothing). One pass of
-/// a key automaton over each name, so the cost does not grow with keys × names. "Did you mean"
-/// compares each unmatched key with every name, so it is offered only while that stays small
-/// (`suggestionBudget` key–name pairs); past it the warnings come without a suggestion.
+/// Custom keys that are a substring of no parameter's `prefix.name` (they do nothing), read from the
+/// matches `plan` used (`Paramwise.matchFacts`: one automaton pass over each name, so the cost does
+/// not grow with keys × names). "Did you mean" compares each unmatched key with every distinct name,
+/// so it is offered only while that stays small (`suggestionBudget` key–name pairs); past it the
+/// warnings come without a suggestion. The names are listed only when some key is unmatched.
+let unmatchedKeysOf (settings: Paramwise.Settings) (matched: Paramwise.MatchedFacts) : ConfigWarning list =
+    match matched.Unmatched(settings.CustomKeys |> List.map fst) with
+    | [] -> []
+    | unmatched ->
+        let names = matched.Facts |> Seq.map (fun f -> f.MatchTarget) |> Seq.distinct |> Seq.map (fun t -> t.TrimStart '.') |> Array.ofSeq
+        let suggest = int64 unmatched.Length * int64 names.Length <= suggestionBudget
+        let candidates = Suggest.candidates (if suggest then names else [||])
+        [ for key in unmatched ->
+              { Path = ConfigError.key (ConfigError.key root "custom_keys") key
+                Message = "custom key '" + key + "' matches no parameter name." + (if suggest then Suggest.didYouMeanIn candidates key else "") } ]
+
+/// `unmatchedKeysOf` for facts not matched yet.
 let unmatchedCustomKeys (settings: Paramwise.Settings) (facts: Paramwise.ParamFact seq) : ConfigWarning list =
-    let keys = settings.CustomKeys |> List.map fst
-    let targets = facts |> Seq.map (fun f -> f.MatchTarget) |> Seq.distinct |> Array.ofSeq
-    let matcher = KeyMatch.create keys
-    let matched = targets |> Array.fold (fun found t -> Set.union found (KeyMatch.occurring matcher t)) Set.empty
-    let unmatched = keys |> List.indexed |> List.filter (fun (rank, _) -> not (Set.contains rank matched)) |> List.map snd
-    let names = targets |> Array.map (fun t -> t.TrimStart '.') |> List.ofArray
-    let suggest = int64 unmatched.Length * int64 names.Length <= suggestionBudget
-    [ for key in unmatched ->
-          { Path = ConfigError.key (ConfigError.key root "custom_keys") key
-            Message = sprintf "custom key '%s' matches no parameter name.%s" key (if suggest then Suggest.didYouMean key names else "") } ]
+    unmatchedKeysOf settings (Paramwise.matchFacts settings facts)
 
 /// The warnings as errors when `strict` (paramwise_cfg `"strict": true`).
 let escalate (strict: bool) (lint: Lint) : Lint =
@@ -137,6 +141,9 @@ let escalate (strict: bool) (lint: Lint) : Lint =
 let planValues (limit: float) (name: string) (kwargs: (string * PyValue) list) (plan: Paramwise.GroupPlan seq) : ConfigError list =
     plan
     |> Seq.filter (fun g -> not g.Options.IsEmpty)
+    // Groups with the same options give the same problems, and only the first group's are kept:
+    // each distinct set of options is checked once (a handful per model, not one per parameter).
+    |> Seq.distinctBy (fun g -> g.Options)
     |> Seq.collect (fun g ->
         let given = g.Options |> List.map (fun o -> o.Key)
         OptimizerRules.check limit name (OptimizerRules.effective name [ kwargs; g.Pairs ]) given

@@ -18,62 +18,75 @@ type Matcher =
           /// The best rank among keys that are suffixes of a state's string (`NoMatch` if none).
           Best: ImmutableArray<int>
           /// The rank of the key that ends exactly at a state (`NoMatch` if none).
-          Own: ImmutableArray<int> }
+          Own: ImmutableArray<int>
+          /// By rank: the state where that key ends (a key listed twice ends where its first copy does).
+          Ends: ImmutableArray<int>
+          /// Every state in breadth-first order: a state's fail link comes before it.
+          Order: ImmutableArray<int> }
 
 let private noMatch = System.Int32.MaxValue
 
 let inline private edgeKey (state: int) (c: char) = (int64 state <<< 16) ||| int64 c
 
-/// The trie of `keys`: its edges, the number of states, and each key's end state with the best
-/// (lowest) rank of the keys ending there (a key listed twice keeps its first rank).
-let private trie (keys: string list) =
-    let insert (edges: Map<int64, int>, count: int, ends: Map<int, int>) (rank: int, key: string) =
-        let walk (edges: Map<int64, int>, count: int, state: int) (c: char) =
-            match Map.tryFind (edgeKey state c) edges with
-            | Some next -> edges, count, next
-            | None -> Map.add (edgeKey state c) count edges, count + 1, count
-        let edges, count, last = key |> Seq.fold walk (edges, count, 0)
-        let ends = if Map.containsKey last ends then ends else Map.add last rank ends
-        edges, count, ends
-    keys |> List.indexed |> List.fold insert (Map.empty, 1, Map.empty)
-
-/// Builds the matcher for `keys` in rank order (the first key wins when several occur).
+/// Builds the matcher for `keys` in rank order (the first key wins when several occur): the trie,
+/// then each state's fail link and best rank breadth first (a state's fail link is shallower, so it
+/// is done before the state). Built in local tables, linear in the total length of the keys; only
+/// the frozen result leaves the call.
 let create (keys: string list) : Matcher =
-    let edges, count, ends = trie keys
-    let children =
-        edges
-        |> Map.toList
-        |> List.map (fun (k, child) -> int (k >>> 16), (char (k &&& 0xFFFFL), child))
-        |> List.groupBy fst
-        |> List.map (fun (parent, cs) -> parent, List.map snd cs)
-        |> Map.ofList
-    let childrenOf s = Map.tryFind s children |> Option.defaultValue []
-    let own s = Map.tryFind s ends |> Option.defaultValue noMatch
-    // Breadth first, so a state's fail link and best rank are known before its children's.
-    let rec bfs (frontier: int list) (fail: Map<int, int>) (best: Map<int, int>) =
-        match frontier with
-        | [] -> fail, best
-        | _ ->
-            let visit (next: int list, fail: Map<int, int>, best: Map<int, int>) (parent: int) =
-                let rec suffixState f c =
-                    match Map.tryFind (edgeKey f c) edges with
-                    | Some t -> t
-                    | None when f = 0 -> 0
-                    | None -> suffixState fail.[f] c
-                childrenOf parent
-                |> List.fold
-                    (fun (next, fail: Map<int, int>, best: Map<int, int>) (c, child) ->
-                        let f = if parent = 0 then 0 else suffixState fail.[parent] c
-                        child :: next, Map.add child f fail, Map.add child (min (own child) best.[f]) best)
-                    (next, fail, best)
-            let next, fail, best = frontier |> List.fold visit ([], fail, best)
-            bfs (List.rev next) fail best
-    let fail, best = bfs [ 0 ] (Map.ofList [ 0, 0 ]) (Map.ofList [ 0, own 0 ])
+    let edges = Dictionary<int64, int>()
+    let children = ResizeArray<ResizeArray<struct (char * int)>>()
+    let own = ResizeArray<int>()
+    let newState () =
+        children.Add(ResizeArray())
+        own.Add noMatch
+        own.Count - 1
+    newState () |> ignore
+    // Each key's end state by rank; a key listed twice keeps its first rank at that state.
+    let ends =
+        keys
+        |> List.mapi (fun rank key ->
+            let last =
+                key
+                |> Seq.fold
+                    (fun state c ->
+                        match edges.TryGetValue(edgeKey state c) with
+                        | true, next -> next
+                        | _ ->
+                            let next = newState ()
+                            edges.[edgeKey state c] <- next
+                            children.[state].Add(struct (c, next))
+                            next)
+                    0
+            if own.[last] = noMatch then own.[last] <- rank
+            last)
+    let count = own.Count
+    let fail = Array.zeroCreate<int> count
+    let best = Array.create count noMatch
+    best.[0] <- own.[0]
+    let rec suffixState f c =
+        match edges.TryGetValue(edgeKey f c) with
+        | true, t -> t
+        | _ when f = 0 -> 0
+        | _ -> suffixState fail.[f] c
+    let order = ResizeArray<int>(count)
+    order.Add 0
+    let rec bfs head =
+        if head < order.Count then
+            let parent = order.[head]
+            for struct (c, child) in children.[parent] do
+                let f = if parent = 0 then 0 else suffixState fail.[parent] c
+                fail.[child] <- f
+                best.[child] <- min own.[child] best.[f]
+                order.Add child
+            bfs (head + 1)
+    bfs 0
     { Keys = ImmutableArray.CreateRange keys
-      Edges = (edges |> Map.toSeq |> Seq.map KeyValuePair.Create).ToFrozenDictionary()
-      Fail = ImmutableArray.CreateRange(Seq.init count (fun s -> fail.[s]))
-      Best = ImmutableArray.CreateRange(Seq.init count (fun s -> best.[s]))
-      Own = ImmutableArray.CreateRange(Seq.init count own) }
+      Edges = edges.ToFrozenDictionary()
+      Fail = ImmutableArray.Create<int>(fail)
+      Best = ImmutableArray.Create<int>(best)
+      Own = ImmutableArray.CreateRange own
+      Ends = ImmutableArray.CreateRange ends
+      Order = ImmutableArray.CreateRange order }
 
 /// The state after reading `c` in `state`.
 let rec private step (m: Matcher) (state: int) (c: char) =
@@ -111,18 +124,40 @@ let findIn (m: Matcher) (prefix: string) (name: string) : string option =
     | ValueSome rank -> Some m.Keys.[rank]
     | ValueNone -> None
 
-/// The ranks of every key that is an ordinal substring of `text` (each once), in one pass over it:
-/// at each position the keys ending there are the state's own and those down its fail chain, which
-/// is followed only while some key remains on it.
-let occurring (m: Matcher) (text: string) : Set<int> =
-    let rec outputs (state: int) (found: Set<int>) =
-        if m.Best.[state] = noMatch then found
-        else
-            let found = if m.Own.[state] = noMatch then found else Set.add m.Own.[state] found
-            if state = 0 then found else outputs m.Fail.[state] found
-    let rec read (i: int) (state: int) (found: Set<int>) =
-        if i = text.Length then found
+/// What one pass of the automaton over many match targets found.
+type Scan =
+    { /// For each target, in order: the rank of the best key in it, or -1 when none occurs.
+      Best: ImmutableArray<int>
+      /// For each key, by rank: whether it is an ordinal substring of at least one target.
+      Occurs: ImmutableArray<bool> }
+
+/// `rankIn` for each target (`prefix + "." + name`, never built), and which keys occur in any of them,
+/// reading each target once: O(total length of the targets + size of the automaton), whatever the
+/// number of keys and however many of them occur. A key occurs in some target exactly when its end
+/// state is a state the pass visited or a fail-link ancestor of one (its string is then a suffix of
+/// what had been read), so the pass only marks the states it visits and the marks are pushed down
+/// the fail links once at the end, deepest states first. The arrays are local to the call.
+let scanTargets (m: Matcher) (targets: struct (string * string) seq) : Scan =
+    let visited = Array.zeroCreate<bool> m.Fail.Length
+    let rec read (text: string) (i: int) (state: int) (rank: int) =
+        if i = text.Length then
+            struct (state, rank)
         else
             let next = step m state text.[i]
-            read (i + 1) next (outputs next found)
-    read 0 0 (outputs 0 Set.empty)
+            visited.[next] <- true
+            read text (i + 1) next (min rank m.Best.[next])
+    let best =
+        targets
+        |> Seq.map (fun (struct (prefix, name)) ->
+            // The root (the empty key) is where every target starts; with no target nothing occurs.
+            visited.[0] <- true
+            let struct (state, rank) = read prefix 0 0 m.Best.[0]
+            let struct (state, rank) = read "." 0 state rank
+            let struct (_, rank) = read name 0 state rank
+            if rank = noMatch then -1 else rank)
+        |> ImmutableArray.CreateRange
+    for i in m.Order.Length - 1 .. -1 .. 1 do
+        let s = m.Order.[i]
+        if visited.[s] then visited.[m.Fail.[s]] <- true
+    { Best = best
+      Occurs = ImmutableArray.CreateRange(m.Ends |> Seq.map (fun e -> visited.[e])) }

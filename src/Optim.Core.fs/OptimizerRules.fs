@@ -140,5 +140,18 @@ let effective (name: string) (layers: (string * PyValue) list list) : (string * 
     ||> List.fold (fun acc layer ->
         (acc, layer) ||> List.fold (fun acc (k, v) -> if v = PyValue.None then acc else PyValue.set k v acc))
 
+/// `check` for every param group of an optimizer: each group's own values (`groups`, in order) over
+/// the keyword arguments `given`. Every distinct problem (key and message) once, with the index of
+/// the first group that has it. Groups with the same own values have the same problems, so each
+/// distinct set of values is checked once (a handful per model, not one per parameter).
+let checkGroups (limit: float) (name: string) (given: (string * PyValue) list) (groups: (string * PyValue) list seq) : (int * string * RuleError) list =
+    groups
+    |> Seq.indexed
+    |> Seq.filter (fun (_, own) -> not own.IsEmpty)
+    |> Seq.distinctBy snd
+    |> Seq.collect (fun (i, own) -> check limit name (effective name [ given; own ]) (List.map fst own) |> List.map (fun (k, e) -> i, k, e))
+    |> Seq.distinctBy (fun (_, k, e) -> k, e.Message)
+    |> List.ofSeq
+
 /// A single number that must be finite and within ±limit (a clip value, a loss scale): the problem, if any.
 let finiteWithin (limit: float) (x: float) : string option = numberProblem limit (dtypeOf limit) x

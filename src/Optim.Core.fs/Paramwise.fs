@@ -240,6 +240,37 @@ let keyMatcher (keys: string list) : KeyMatch.Matcher = KeyMatch.create (sortedK
 let matchKeyWith (matcher: KeyMatch.Matcher) (fact: ParamFact) : string option =
     KeyMatch.findIn matcher fact.Prefix fact.Name
 
+/// Parameter facts with the custom keys matched against them, once: which key applies to each
+/// parameter (`plan` reads it) and which keys apply to none (the lint reads that). Built by
+/// `matchFacts` in one automaton pass over each match target.
+type MatchedFacts =
+    private
+        { /// The facts in walk order.
+          FactList: ParamFact list
+          /// The custom keys in MMEngine's order (`sortedKeys`); ranks index this.
+          Sorted: string list
+          /// The settings' custom keys they were sorted from (to know them again without sorting).
+          From: (string * (string * PyValue) list) list
+          Scan: KeyMatch.Scan }
+
+    /// The facts, in walk order.
+    member this.Facts = this.FactList
+
+    /// The custom keys that are a substring of no fact's match target, in `keys` order.
+    member this.Unmatched(keys: string list) : string list =
+        let occurring =
+            Seq.zip this.Sorted this.Scan.Occurs |> Seq.filter snd |> Seq.map fst |> Set.ofSeq
+        keys |> List.filter (fun k -> not (occurring.Contains k))
+
+/// The custom keys of `settings` matched against every fact's match target: one automaton for the
+/// keys, one pass over each target (no `prefix.name` string built), so the cost is the total length
+/// of the names and keys, not names × keys.
+let matchFacts (settings: Settings) (facts: ParamFact seq) : MatchedFacts =
+    let facts = List.ofSeq facts
+    let sorted = sortedKeys (settings.CustomKeys |> List.map fst)
+    let scan = KeyMatch.scanTargets (KeyMatch.create sorted) (facts |> Seq.map (fun f -> struct (f.Prefix, f.Name)))
+    { FactList = facts; Sorted = sorted; From = settings.CustomKeys; Scan = scan }
+
 let private isSet (o: PyValue option) =
     match o with
     | Some v when v <> PyValue.None -> true
@@ -289,7 +320,6 @@ let private customKeySettings baseLr baseWd (key: string) (entry: (string * PyVa
 /// Every product the rules can need, computed once per `plan` call.
 type private Rules =
     { Settings: Settings
-      Matcher: KeyMatch.Matcher
       /// By custom-key rank (`sortedKeys` order): the options that key sets.
       CustomKeys: Result<Setting list, string * string> list
       BiasLr: Product
@@ -300,13 +330,11 @@ type private Rules =
       FlatDecay: Product
       HasWd: bool }
 
-let private rulesOf (settings: Settings) baseLr baseWd =
-    let sorted = sortedKeys (settings.CustomKeys |> List.map fst)
+let private rulesOf (settings: Settings) (sorted: string list) baseLr baseWd =
     let entries = Map.ofList settings.CustomKeys
     let multiplied what key rule baseValue (mult: PyValue option) =
         product what key rule baseValue (Option.defaultValue PyValue.None mult)
     { Settings = settings
-      Matcher = KeyMatch.create sorted
       CustomKeys = sorted |> List.map (fun k -> customKeySettings baseLr baseWd k entries.[k])
       BiasLr = multiplied "lr" "lr" Rule.BiasLr baseLr settings.BiasLrMult
       DcnOffsetLr = multiplied "lr" "lr" Rule.DcnOffsetLr baseLr settings.DcnOffsetLrMult
@@ -368,36 +396,41 @@ let private optionLines (fact: ParamFact) (opts: Setting list) (logs: LogLine li
     (logs, opts)
     ||> List.fold (fun logs o -> { Level = LogLevel.Info; Message = head + o.LogTail } :: logs)
 
-/// `add_params` (SPEC §6.4) over `facts` in walk order. `alreadyPlaced` are the identities of
-/// parameters already in the caller's `params` list (they count for `bypass_duplicate`).
-/// Products are Python's `base * mult`; each rule's is computed once per call (a failing one is
-/// raised at the first parameter that needs it, as MMEngine raises it). Custom keys are matched by
-/// one automaton built per call, so the cost is linear in the total length of the names and keys,
-/// not in names × keys.
-let plan
+/// `add_params` (SPEC §6.4) over the facts of `matched` in walk order. `alreadyPlaced` are the
+/// identities of parameters already in the caller's `params` list (they count for
+/// `bypass_duplicate`). Products are Python's `base * mult`; each rule's is computed once per call
+/// (a failing one is raised at the first parameter that needs it, as MMEngine raises it). The
+/// custom key of each parameter is read from `matched` (one automaton pass per name, shared with
+/// the lint); keys matched for other settings are matched again.
+let planMatched
     (settings: Settings)
     (baseLr: PyValue)
     (baseWd: PyValue)
     (alreadyPlaced: int64 seq)
-    (facts: ParamFact seq)
+    (matched: MatchedFacts)
     : Result<Plan, PlanFailure> =
-    let rules = rulesOf settings baseLr baseWd
+    let matched =
+        if obj.ReferenceEquals(matched.From, settings.CustomKeys)
+           || matched.Sorted = sortedKeys (settings.CustomKeys |> List.map fst) then matched
+        else matchFacts settings matched.FactList
+    let rules = rulesOf settings matched.Sorted baseLr baseWd
     let customKeys = Array.ofList rules.CustomKeys
-    let rec loop (progress: Progress) (facts: ParamFact list) =
+    let best = matched.Scan.Best
+    let rec loop (progress: Progress) (index: int) (facts: ParamFact list) =
         match facts with
         | [] -> Ok(planned progress)
         | fact :: rest ->
             if settings.BypassDuplicate && progress.Placed.Contains fact.Identity then
                 let line = warning (fact.Prefix + " is duplicate. It is skipped since bypass_duplicate=True")
-                loop { progress with Logs = line :: progress.Logs } rest
+                loop { progress with Logs = line :: progress.Logs } (index + 1) rest
             elif not fact.RequiresGrad then
                 let line = warning (fact.Prefix + "." + fact.Name + " is skipped since its requires_grad=False")
-                loop { progress with Logs = line :: progress.Logs } rest
+                loop { progress with Logs = line :: progress.Logs } (index + 1) rest
             else
                 let options =
-                    match KeyMatch.rankIn rules.Matcher fact.Prefix fact.Name with
-                    | ValueSome rank -> customKeys.[rank]
-                    | ValueNone -> typeRuleSettings rules fact
+                    match best.[index] with
+                    | -1 -> typeRuleSettings rules fact
+                    | rank -> customKeys.[rank]
                 match options with
                 | Error e -> Error { Error = typeError fact e; Partial = planned progress }
                 | Ok opts ->
@@ -405,15 +438,32 @@ let plan
                         { Placed = if settings.BypassDuplicate then progress.Placed.Add fact.Identity else progress.Placed
                           Groups = { Param = fact; Options = opts |> List.map (fun o -> o.Option) } :: progress.Groups
                           Logs = optionLines fact opts progress.Logs }
+                        (index + 1)
                         rest
     let placed = if settings.BypassDuplicate then Set.ofSeq alreadyPlaced else Set.empty
-    loop { Placed = placed; Groups = []; Logs = [] } (List.ofSeq facts)
+    loop { Placed = placed; Groups = []; Logs = [] } 0 matched.FactList
+
+/// `planMatched` over `facts` (matched here). Custom keys are matched by one automaton built per
+/// call, so the cost is linear in the total length of the names and keys, not in names × keys.
+let plan
+    (settings: Settings)
+    (baseLr: PyValue)
+    (baseWd: PyValue)
+    (alreadyPlaced: int64 seq)
+    (facts: ParamFact seq)
+    : Result<Plan, PlanFailure> =
+    planMatched settings baseLr baseWd alreadyPlaced (matchFacts settings facts)
 
 /// True when some parameter (by identity) is in more than one group — PyTorch then raises
 /// ValueError "some parameters appear in more than one parameter group".
 let hasDuplicates (groups: int64 list list) =
     let all = groups |> List.concat
     (List.distinct all).Length <> all.Length
+
+/// `hasDuplicates` over every group's identities in one sequence, without building lists.
+let hasDuplicateIdentities (identities: int64 seq) =
+    let all = Array.ofSeq identities
+    (Array.distinct all).Length <> all.Length
 
 /// PyTorch's message for `hasDuplicates`.
 let duplicateMessage = "some parameters appear in more than one parameter group"
