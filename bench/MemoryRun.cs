@@ -24,14 +24,16 @@ internal static class MemoryRun
     {
         if (args.Length < 3)
         {
-            Console.Error.WriteLine("usage: memory STEPS fp32|bfloat16|float16 library|glibc-defaults|trim [mlp10m|mlp] [BATCH]");
+            Console.Error.WriteLine("usage: memory STEPS fp32|bfloat16|float16 library|glibc-defaults|trim|trim:N [mlp10m|mlp] [BATCH]");
             return 2;
         }
         int steps = int.Parse(args[0]);
         string dtype = args[1], policy = args[2];
         var modelName = args.Length > 3 ? args[3] : "mlp10m";
         var batch = args.Length > 4 ? int.Parse(args[4]) : 8;
-        if (policy is not ("library" or "glibc-defaults" or "trim")) { Console.Error.WriteLine($"unknown policy {policy}"); return 2; }
+        // trim:N — glibc's defaults, plus malloc_trim(0) every N steps (trim = trim:1).
+        int trimEvery = policy == "trim" ? 1 : policy.StartsWith("trim:") && int.TryParse(policy[5..], out var n) && n > 0 ? n : 0;
+        if (!(policy is "library" or "glibc-defaults" || trimEvery > 0)) { Console.Error.WriteLine($"unknown policy {policy}"); return 2; }
         NativeAllocator.Enabled = policy == "library";
 
         torch.manual_seed(0);
@@ -57,7 +59,7 @@ internal static class MemoryRun
                     loss = F.cross_entropy(model.forward(x), y);
                 wrapper.update_params(loss);
             }
-            if (policy == "trim")
+            if (trimEvery > 0 && step % trimEvery == 0)
             {
                 var t = Stopwatch.StartNew();
                 NativeAllocator.Trim();
@@ -76,7 +78,7 @@ internal static class MemoryRun
         // figure that survives a shared machine; wall time does not.
         var cpuMs = (Process.GetCurrentProcess().TotalProcessorTime - cpu0).TotalMilliseconds;
         Console.WriteLine($"{dtype} {policy}: {steps} steps in {sw.Elapsed.TotalSeconds:F1} s ({sw.Elapsed.TotalMilliseconds / steps:F1} ms/step, CPU {cpuMs / steps:F1} ms/step), " +
-                          $"final rss {RssBytes() / 1e6:F0} MB, peak {peak / 1e6:F0} MB" + (policy == "trim" ? $", malloc_trim {trimMs / steps:F2} ms/step" : ""));
+                          $"final rss {RssBytes() / 1e6:F0} MB, peak {peak / 1e6:F0} MB" + (trimEvery > 0 ? $", malloc_trim {trimMs / steps:F2} ms/step" : ""));
         return 0;
     }
 }
