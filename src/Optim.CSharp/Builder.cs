@@ -94,8 +94,8 @@ public static class Builder
     }
 
     /// <summary>
-    /// SPEC §7.1: pick the constructor (default <c>DefaultOptimWrapperConstructor</c>), create it from the
-    /// config, and call it on the model. Before anything is built, every problem MMEngine would raise
+    /// Picks the constructor (default <c>DefaultOptimWrapperConstructor</c>), creates it from the
+    /// config, and calls it on the model. Before anything is built, every problem MMEngine would raise
     /// for the config is collected (unknown names included) and thrown together.
     /// </summary>
     public static T build_optim_wrapper<T>(torch.nn.Module model, Config.OptimWrapperConfig cfg, ILoggerFactory? loggerFactory = null)

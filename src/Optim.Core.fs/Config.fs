@@ -452,7 +452,7 @@ let checkOptimizerArgs (name: string) (args: (string * PyValue) list) : ConfigEr
                       yield ConfigError.at "lr" ErrorKind.Value "parameter group didn't specify a value of required optimization parameter lr"
                   | Some _ -> () ]
 
-/// What DefaultOptimWrapperConstructor checks when it is created (SPEC §6.1) plus the optimizer
+/// What DefaultOptimWrapperConstructor checks when it is created plus the optimizer
 /// `type` it needs when called: the validated paramwise settings, or every problem (paths from the
 /// config root).
 let defaultConstructorSettings (cfg: OptimWrapperConfig) : Result<OptimizerConfig * Paramwise.Settings, ConfigError list> =

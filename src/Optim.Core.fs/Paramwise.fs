@@ -1,4 +1,4 @@
-/// MMEngine's `DefaultOptimWrapperConstructor` parameter-group rules (SPEC §6), as data in, data out:
+/// MMEngine's `DefaultOptimWrapperConstructor` parameter-group rules, as data in, data out:
 /// parameter facts + `paramwise_cfg` + the base lr/weight decay → the ordered group plans, each
 /// option with the rule that set it, and the log lines MMEngine prints. No tensors here: the facade
 /// walks the module tree into facts and builds the optimizer from the plans.
@@ -127,7 +127,7 @@ let private decayKeys = [ "bias_decay_mult"; "norm_decay_mult"; "dwconv_decay_mu
 let private baseWdMissing =
     "base_wd should not be None (the optimizer has no weight_decay, so there is nothing to multiply)"
 
-/// Validates a `paramwise_cfg` value against the optimizer's base weight decay (SPEC §6.1), and
+/// Validates a `paramwise_cfg` value against the optimizer's base weight decay, and
 /// the value types MMEngine would only trip over later (a multiplier that is not a number). Errors
 /// come in MMEngine's check order (the first is what MMEngine raises); paths are relative to
 /// `paramwise_cfg`.
@@ -396,7 +396,7 @@ let private optionLines (fact: ParamFact) (opts: Setting list) (logs: LogLine li
     (logs, opts)
     ||> List.fold (fun logs o -> { Level = LogLevel.Info; Message = head + o.LogTail } :: logs)
 
-/// `add_params` (SPEC §6.4) over the facts of `matched` in walk order. `alreadyPlaced` are the
+/// `add_params` over the facts of `matched` in walk order. `alreadyPlaced` are the
 /// identities of parameters already in the caller's `params` list (they count for
 /// `bypass_duplicate`). Products are Python's `base * mult`; each rule's is computed once per call
 /// (a failing one is raised at the first parameter that needs it, as MMEngine raises it). The

@@ -351,8 +351,12 @@ let private commandTests =
         }
         test "Ctrl-C (SIGINT) stops after the step, writes last.ckpt, says how to resume, exits 130; the resume runs" {
             let out = tempDir "sigint"
-            let psi = ProcessStartInfo("dotnet", RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false, WorkingDirectory = repoRoot)
-            for x in [ cliDll; "train"; "--embedded"; "--threads"; "1"; "--log-every"; "1"; "--out"; out ] do psi.ArgumentList.Add x
+            // Through `env --default-signal=INT`: a suite started in the background by a non-interactive
+            // shell (nohup ... &, some CI runners) inherits SIGINT ignored, and .NET leaves an ignored SIGINT
+            // ignored — a terminal's Ctrl-C, which this test stands for, never meets that. env execs dotnet
+            // in place, so the pid is the CLI's.
+            let psi = ProcessStartInfo("env", RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false, WorkingDirectory = repoRoot)
+            for x in [ "--default-signal=INT"; "dotnet"; cliDll; "train"; "--embedded"; "--threads"; "1"; "--log-every"; "1"; "--out"; out ] do psi.ArgumentList.Add x
             use p = Process.Start psi
             let err = p.StandardError.ReadToEndAsync()
             let lines = ResizeArray<string>()
