@@ -18,6 +18,13 @@ public static class DistributedCheckpoint
     /// (atomically: a failed save leaves the previous file intact). Every rank returns once the file is
     /// complete, and every rank throws if rank 0 failed. Call it on every rank.
     /// </summary>
+    /// <remarks>
+    /// Saved in the middle of a gradient accumulation, the file holds rank 0's partial gradients only (each
+    /// rank has its own until the update's all-reduce). To resume as the uninterrupted run would continue, call
+    /// <c>SynchronizeGradients()</c> of the <see cref="DistributedDataParallel{TInput, TOutput}"/> on every rank
+    /// first: every rank then holds the average, and the update completing the accumulation is the same up to
+    /// rounding (averaging is linear). <c>optim train --distributed</c> does this.
+    /// </remarks>
     /// <exception cref="DistributedException">On ranks other than 0: rank 0 failed to write (rank 0 throws its own error).</exception>
     public static void Save(IProcessGroup group, string path, torch.nn.Module model, OptimWrapper optim_wrapper,
                             IEnumerable<ParamScheduler>? schedulers = null, JsonObject? metadata = null)
