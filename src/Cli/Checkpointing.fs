@@ -10,18 +10,12 @@ open Optim
 open Optim.Distributed
 
 /// Saves the whole training state to `path` (atomically). With a process group every rank calls it
-/// and rank 0 writes. Mid-accumulation each rank holds its own partial gradients while the file holds
-/// one set, so they are averaged over the ranks first: every rank (and a resumed run) then holds the
-/// average, and the update that completes the accumulation is the same, up to rounding.
+/// and rank 0 writes (mid-accumulation, the ranks' partial gradients are averaged first: see
+/// DistributedCheckpoint.Save).
 let save (group: IProcessGroup option) (path: string) (model: torch.nn.Module) (wrapper: OptimWrapper) (schedulers: ParamScheduler list) (metadata: JsonObject) : unit =
     match group with
     | None -> Checkpoint.Save(path, model, wrapper, schedulers, metadata)
-    | Some g ->
-        match model with
-        | :? DistributedDataParallel<torch.Tensor, torch.Tensor> as ddp when g.world_size > 1 && ddp.parameters() |> Seq.exists (fun p -> not (isNull p.grad)) ->
-            ddp.SynchronizeGradients()
-        | _ -> ()
-        DistributedCheckpoint.Save(g, path, model, wrapper, schedulers, metadata)
+    | Some g -> DistributedCheckpoint.Save(g, path, model, wrapper, schedulers, metadata)
 
 /// Restores a training state saved by `save` into the given objects (all or nothing; with a process
 /// group, on every rank); returns its metadata. Raises `CheckpointException` naming what does not fit.

@@ -37,6 +37,9 @@ public interface IDistributedModule
 
     /// <summary>Whether <paramref name="flag"/> is true on any rank (every rank gets the same answer).</summary>
     bool any_rank(bool flag);
+
+    /// <summary>Averages every gradient over the ranks now (a missing gradient counts as zeros).</summary>
+    void SynchronizeGradients();
 }
 
 /// <summary>The abstract optimizer wrapper (MMEngine's <c>BaseOptimWrapper</c>).</summary>

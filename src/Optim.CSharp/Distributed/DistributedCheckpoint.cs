@@ -19,17 +19,20 @@ public static class DistributedCheckpoint
     /// complete, and every rank throws if rank 0 failed. Call it on every rank.
     /// </summary>
     /// <remarks>
-    /// Saved in the middle of a gradient accumulation, the file holds rank 0's partial gradients only (each
-    /// rank has its own until the update's all-reduce). To resume as the uninterrupted run would continue, call
-    /// <c>SynchronizeGradients()</c> of the <see cref="DistributedDataParallel{TInput, TOutput}"/> on every rank
-    /// first: every rank then holds the average, and the update completing the accumulation is the same up to
-    /// rounding (averaging is linear). <c>optim train --distributed</c> does this.
+    /// Saved in the middle of a gradient accumulation, each rank holds its own partial gradients while the
+    /// file holds one set: when <paramref name="model"/> is a <see cref="DistributedDataParallel{TInput, TOutput}"/>
+    /// and any rank has gradients, they are first averaged over the ranks, so every rank and a run resumed
+    /// from the file hold the same, and the update completing the accumulation is the same up to rounding
+    /// (averaging is linear).
     /// </remarks>
     /// <exception cref="DistributedException">On ranks other than 0: rank 0 failed to write (rank 0 throws its own error).</exception>
     public static void Save(IProcessGroup group, string path, torch.nn.Module model, OptimWrapper optim_wrapper,
                             IEnumerable<ParamScheduler>? schedulers = null, JsonObject? metadata = null)
     {
         ArgumentNullException.ThrowIfNull(group);
+        if (group.world_size > 1 && model is IDistributedModule ddp
+            && ddp.any_rank(ModuleFacts.Unwrap(model).parameters().Any(p => p.grad is not null)))
+            ddp.SynchronizeGradients();
         Exception? failure = null;
         if (group.rank == 0)
         {
